@@ -1,0 +1,154 @@
+"""The deployable artifact: one shared library plus a JSON sidecar describing it; written atomically, loaded by `load`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QcompileError
+from .importer import TensorSig
+
+
+@dataclasses.dataclass(frozen=True)
+class Sidecar:
+    inputs: list[TensorSig]
+    outputs: list[TensorSig]
+    target_name: str
+    target: dict
+    precision: str
+    model_sha256: str
+    versions: dict
+
+    def to_json(self) -> dict:
+        return {
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "target_name": self.target_name,
+            "target": self.target,
+            "precision": self.precision,
+            "model_sha256": self.model_sha256,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Sidecar":
+        return cls(
+            inputs=[TensorSig.from_json(s) for s in data["inputs"]],
+            outputs=[TensorSig.from_json(s) for s in data["outputs"]],
+            **{k: data[k] for k in ("target_name", "target", "precision", "model_sha256", "versions")},
+        )
+
+
+def sidecar_path(library: Path) -> Path:
+    return Path(library).with_suffix(".json")
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: Path):
+    """Yield temporary paths to write; move them all into place only if the block succeeds."""
+    paths = [Path(p) for p in paths]
+    parent = paths[0].parent
+    parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".qcompile-", dir=parent))
+    try:
+        temps = [scratch / p.name for p in paths]
+        yield temps
+        for temp, final in zip(temps, paths):
+            os.replace(temp, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write(executable_writer, sidecar: Sidecar, library: Path) -> None:
+    """Write library and sidecar together: `executable_writer(tmp_path)` exports the library."""
+    library = Path(library)
+    if library.suffix != ".so":
+        raise QcompileError(f"output must be a .so file, got {library}")
+    with atomic_outputs(library, sidecar_path(library)) as (tmp_lib, tmp_json):
+        executable_writer(tmp_lib)
+        tmp_json.write_text(json.dumps(sidecar.to_json(), indent=2) + "\n")
+
+
+def read_sidecar(library: Path) -> Sidecar:
+    path = sidecar_path(library)
+    if not path.is_file():
+        raise QcompileError(f"sidecar {path} not found; it is written by 'qcompile build' beside the library")
+    try:
+        return Sidecar.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise QcompileError(f"sidecar {path} is malformed: {err}") from None
+
+
+class CompiledModel:
+    """A built model loaded for execution: call it with arrays (positionally or by input name)."""
+
+    def __init__(self, library: Path):
+        import tvm
+        from tvm import relax
+
+        library = Path(library)
+        if not library.is_file():
+            raise QcompileError(f"library not found: {library}")
+        self.sidecar = read_sidecar(library)
+        target = self.sidecar.target
+        triple = target.get("mtriple", "x86_64")
+        if target["kind"] == "llvm" and not triple.startswith("x86_64"):
+            raise QcompileError(f"{library} is built for {triple}; it runs on that machine, not this one")
+        self.device = tvm.cuda(0) if target["kind"] == "cuda" else tvm.cpu(0)
+        if target["kind"] == "cuda" and not self.device.exist:
+            raise QcompileError(f"{library} is built for CUDA and this machine has no CUDA GPU")
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
+
+    @property
+    def inputs(self) -> list[TensorSig]:
+        return self.sidecar.inputs
+
+    @property
+    def outputs(self) -> list[TensorSig]:
+        return self.sidecar.outputs
+
+    def __call__(self, *args: np.ndarray, **named: np.ndarray) -> list[np.ndarray]:
+        import tvm
+
+        arrays = self._arrange(args, named)
+        result = self._vm["main"](*[tvm.runtime.tensor(a, self.device) for a in arrays])
+        return [np.asarray(r.numpy()) for r in _flatten(result)]
+
+    def _arrange(self, args, named) -> list[np.ndarray]:
+        if args and named:
+            raise QcompileError("give the inputs either positionally or by name, not both")
+        if named:
+            missing = [s.name for s in self.inputs if s.name not in named]
+            extra = sorted(set(named) - {s.name for s in self.inputs})
+            if missing or extra:
+                raise QcompileError(f"inputs missing: {missing or 'none'}; unknown: {extra or 'none'}")
+            args = [named[s.name] for s in self.inputs]
+        if len(args) != len(self.inputs):
+            raise QcompileError(f"the model takes {len(self.inputs)} input(s), got {len(args)}")
+        arrays = []
+        for sig, value in zip(self.inputs, args):
+            value = np.asarray(value)
+            if tuple(value.shape) != tuple(sig.shape):
+                raise QcompileError(f"input '{sig.name}' must have shape {list(sig.shape)}, got {list(value.shape)}")
+            arrays.append(np.ascontiguousarray(value, dtype=sig.dtype))
+        return arrays
+
+
+def _flatten(result):
+    import tvm
+
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result]
+    return [t for item in result for t in _flatten(item)]
+
+
+def load(library: str | Path) -> CompiledModel:
+    """Load a library written by `qcompile build` (its .json sidecar beside it)."""
+    return CompiledModel(Path(library))

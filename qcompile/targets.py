@@ -1,0 +1,119 @@
+"""Target presets (data files in targets/) resolved to TVM dict targets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+from .errors import QcompileError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """A compilation target: TVM's dict form plus what exporting the library needs."""
+
+    name: str
+    target: dict
+    description: str = ""
+    cc: str | None = None  # cross compiler used to link the library; None = the host's
+
+    @property
+    def kind(self) -> str:
+        return self.target["kind"]
+
+    @property
+    def is_cross(self) -> bool:
+        return self.cc is not None
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.target)
+
+    def key(self) -> str:
+        """Canonical JSON of the whole target, e.g. for keying tuning records."""
+        return json.dumps(self.target, sort_keys=True, separators=(",", ":"))
+
+    def check_toolchain(self) -> None:
+        """Fail early, before compiling, when the cross compiler is not installed."""
+        if self.cc and shutil.which(self.cc) is None:
+            raise QcompileError(
+                f"cross compiler '{self.cc}' for target '{self.name}' not found on PATH; "
+                f"install it (Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)"
+            )
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_presets() -> list[TargetSpec]:
+    return [_from_file(PRESET_DIR / f"{name}.toml") for name in preset_names()]
+
+
+def resolve(text: str) -> TargetSpec:
+    """Resolve --target: a preset name (optionally `cuda:sm_80`), a preset file, or a raw TVM target dict."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            target = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise QcompileError(f"--target: not valid JSON ({err.msg} at column {err.colno})") from None
+        return _validated(TargetSpec(name="custom", target=target))
+    path = Path(text)
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise QcompileError(f"target preset file not found: {text}")
+        return _from_file(path)
+    name, _, arch = text.partition(":")
+    if name not in preset_names():
+        raise QcompileError(f"unknown target '{text}'; presets: {', '.join(preset_names())} (or a .toml file, or a TVM target dict)")
+    spec = _from_file(PRESET_DIR / f"{name}.toml")
+    if arch:
+        if spec.kind != "cuda":
+            raise QcompileError(f"target '{name}' takes no ':{arch}' suffix (only cuda:sm_XX does)")
+        if not arch.startswith("sm_") or not arch[3:].isdigit():
+            raise QcompileError(f"unknown CUDA arch '{arch}'; expected e.g. sm_75, sm_80, sm_86, sm_89, sm_90")
+        spec = dataclasses.replace(spec, name=text, target={**spec.target, "arch": arch})
+    return spec
+
+
+def _from_file(path: Path) -> TargetSpec:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise QcompileError(f"target preset {path}: {err}") from None
+    if not isinstance(data.get("target"), dict):
+        raise QcompileError(f"target preset {path}: needs a [target] table with at least 'kind'")
+    spec = TargetSpec(name=path.stem, target=data["target"], description=data.get("description", ""), cc=data.get("cc"))
+    return _validated(spec)
+
+
+def _validated(spec: TargetSpec) -> TargetSpec:
+    """Resolve "host" and reject what TVM would accept silently (an unknown kind or CPU)."""
+    import tvm
+    from tvm.target import codegen
+
+    target = dict(spec.target)
+    kind = target.get("kind")
+    if kind not in ("llvm", "cuda"):
+        raise QcompileError(f"target '{spec.name}': kind must be 'llvm' or 'cuda', not {kind!r}")
+    if target.get("mcpu") == "host":
+        target["mcpu"] = codegen.llvm_get_system_cpu()
+    if kind == "llvm" and "mcpu" in target:
+        triple = target.get("mtriple", "x86_64-linux-gnu")
+        if not codegen.llvm_is_valid_cpu(target["mcpu"], triple):
+            raise QcompileError(f"target '{spec.name}': LLVM knows no CPU '{target['mcpu']}' for {triple}")
+    cc = spec.cc
+    if kind == "llvm" and cc is None and not str(target.get("mtriple", "x86_64")).startswith("x86_64"):
+        cc = f"{target['mtriple']}-g++"  # Debian's naming of cross compilers
+    try:
+        tvm.target.Target(target)
+    except Exception as err:  # TVM reports bad attributes through several exception types
+        raise QcompileError(f"target '{spec.name}': TVM rejects it: {str(err).splitlines()[0]}") from None
+    return dataclasses.replace(spec, target=target, cc=cc)

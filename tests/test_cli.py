@@ -1,0 +1,40 @@
+"""Commands other than build: inspect, targets, help, and a CUDA build without a GPU."""
+
+import pytest
+
+import qcompile
+from conftest import model_path, run_cli
+
+
+def test_inspect_lists_operators_and_signature(capsys):
+    assert run_cli("inspect", model_path("mnist")) == 0
+    out = capsys.readouterr().out
+    assert "Input3" in out and "1x1x28x28" in out and "Plus214_Output_0" in out
+    assert "| Conv       |       2 | yes" in out
+
+
+def test_targets_lists_presets(capsys):
+    assert run_cli("targets") == 0
+    out = capsys.readouterr().out
+    for name in ("x86", "rpi4", "rpi5", "jetson-orin", "cuda"):
+        assert f"| {name} " in out
+
+
+def test_help_explains_every_option():
+    import argparse
+
+    from qcompile.cli import _parser
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) >= {"build", "run", "inspect", "targets"}
+    for name, sub in commands.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, f"qcompile {name} {action.dest} has no help text"
+
+
+def test_cuda_build_compiles_without_a_gpu(tmp_path):
+    library = tmp_path / "mnist_cuda.so"
+    assert run_cli("build", model_path("mnist"), "--target", "cuda:sm_80", "-o", library, "-q") == 0
+    sidecar = qcompile.artifact.read_sidecar(library)
+    assert sidecar.target["kind"] == "cuda" and sidecar.target["arch"] == "sm_80"

@@ -1,0 +1,100 @@
+"""Bad input gives one line on stderr, a non-zero exit, no traceback and no output file."""
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import model_path, run_cli
+
+
+def build_fails(capsys, tmp_path, *args) -> str:
+    output = tmp_path / "out.so"
+    code = run_cli("build", *args, "-o", output, "-q")
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1 and err.startswith("qcompile: error: "), err
+    assert "Traceback" not in err
+    assert not output.exists() and not output.with_suffix(".json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".qcompile-")] == []
+    return err
+
+
+def save(model: onnx.ModelProto, path):
+    onnx.save(model, path)
+    return path
+
+
+def tiny_model(op_type="Relu", dims=(1, 4)):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims))
+    graph = helper.make_graph([helper.make_node(op_type, ["x"], ["y"], name="the_node")], "g", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_missing_model_file(capsys, tmp_path):
+    assert "model file not found" in build_fails(capsys, tmp_path, tmp_path / "nope.onnx")
+
+
+def test_non_onnx_bytes(capsys, tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a protobuf\n" * 20)
+    assert "is not a" in build_fails(capsys, tmp_path, path)
+
+
+def test_truncated_model(capsys, tmp_path):
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(model_path("mnist").read_bytes()[:5000])
+    err = build_fails(capsys, tmp_path, path)
+    assert "truncated.onnx is not a" in err
+
+
+def test_unsupported_operator_names_operator_and_node(capsys, tmp_path):
+    path = save(tiny_model("Celu"), tmp_path / "celu.onnx")
+    err = build_fails(capsys, tmp_path, path)
+    assert "unsupported operator 'Celu' at node 'the_node'" in err
+
+
+def test_dynamic_shape_without_input_shape(capsys, tmp_path):
+    model = tiny_model(dims=(1, 4))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "width"
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "width"
+    path = save(model, tmp_path / "dynamic.onnx")
+    err = build_fails(capsys, tmp_path, path)
+    assert "input 'x' has dynamic shape [1,?]" in err and "--input-shape x:1xN" in err
+
+
+def test_dynamic_shape_with_input_shape_builds(tmp_path):
+    model = tiny_model(dims=(1, 4))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "width"
+    path = save(model, tmp_path / "dynamic.onnx")
+    assert run_cli("build", path, "--input-shape", "x:1x7", "-o", tmp_path / "dyn.so", "-q") == 0
+    assert (tmp_path / "dyn.so").exists()
+
+
+def test_input_shape_for_unknown_input(capsys, tmp_path):
+    assert "names no input" in build_fails(capsys, tmp_path, model_path("mnist"), "--input-shape", "nope:1x1")
+
+
+def test_unknown_target(capsys, tmp_path):
+    err = build_fails(capsys, tmp_path, model_path("mnist"), "--target", "pdp11")
+    assert "unknown target 'pdp11'" in err and "rpi4" in err
+
+
+def test_missing_cross_compiler(capsys, tmp_path):
+    preset = tmp_path / "board.toml"
+    preset.write_text('cc = "no-such-aarch64-g++"\n'
+                      'target = { kind = "llvm", mtriple = "aarch64-linux-gnu", mcpu = "cortex-a72" }\n')
+    err = build_fails(capsys, tmp_path, model_path("mnist"), "--target", preset)
+    assert "cross compiler 'no-such-aarch64-g++'" in err and "apt-get install g++-aarch64-linux-gnu" in err
+
+
+def test_run_without_sidecar(capsys, tmp_path):
+    library = tmp_path / "lonely.so"
+    library.write_bytes(b"\x7fELF")
+    assert run_cli("run", library, "-i", tmp_path / "x.npy") == 2
+    assert "sidecar" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["input", "input:1xAx3", "input:0x3", ":1x3"])
+def test_malformed_input_shape(capsys, tmp_path, bad):
+    assert "expected NAME:DIMS" in build_fails(capsys, tmp_path, model_path("mnist"), "--input-shape", bad)
