@@ -1,13 +1,17 @@
-"""`qcompile build`: ONNX model → compiled, exported library with its sidecar."""
+"""`qcompile build`: ONNX model → (quantized) compiled, exported library with its sidecar."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from . import artifact, compiler, importer, progress
+from . import artifact, calibdata, compiler, importer, progress
+from .calibdata import DataSource
 from .importer import TensorSig
+from .quantize import QuantConfig
 from .targets import TargetSpec
+
+PRECISIONS = ("int8", "fp32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,12 +20,15 @@ class BuildConfig:
     target: TargetSpec
     output: Path
     input_shapes: dict = dataclasses.field(default_factory=dict)  # input name → static shape
-    precision: str = "fp32"
+    precision: str = "int8"
+    quant: QuantConfig = QuantConfig()
+    calib: DataSource | None = None  # required for int8
+    report: Path | None = None  # Markdown quantization report (JSON beside it)
     quiet: bool = False
 
 
 def build(config: BuildConfig) -> artifact.Sidecar:
-    """Import, compile and export; the library and sidecar appear together or not at all."""
+    """Import, quantize, compile and export; the library and sidecar appear together or not at all."""
     quiet = config.quiet
     config.target.check_toolchain()
     with progress.step(f"loading {config.model.name}", quiet):
@@ -29,20 +36,40 @@ def build(config: BuildConfig) -> artifact.Sidecar:
         inputs = importer.static_inputs(model, config.input_shapes)
     with progress.step("importing into Relax", quiet):
         mod = importer.to_relax(model, inputs)
+    outputs = _output_sigs(mod, model)
+    if config.precision == "int8":
+        mod = quantize_model(mod, model, inputs, config)
     with progress.step(f"compiling for {config.target.name} ({config.precision})", quiet):
         executable = compiler.compile_module(mod, config.target)
     sidecar = artifact.Sidecar(
         inputs=inputs,
-        outputs=_output_sigs(mod, model),
+        outputs=outputs,
         target_name=config.target.name,
         target=config.target.target,
-        precision=config.precision,
+        precision=config.precision + ("-simulated" if config.precision == "int8" and config.quant.simulate else ""),
         model_sha256=model.sha256,
         versions=_versions(),
     )
     with progress.step(f"exporting {config.output}", quiet):
         artifact.write(lambda path: compiler.export_library(executable, config.target, path), sidecar, config.output)
     return sidecar
+
+
+def quantize_model(mod, model: importer.OnnxModel, inputs: list[TensorSig], config: BuildConfig):
+    """Calibrate on the configured data and return the integer module; write the report if asked."""
+    from . import quantize, report
+
+    with progress.step("loading calibration data", config.quiet):
+        samples = calibdata.samples(config.calib, inputs)
+    progress.note(f"quantizing: {config.quant.calibration.method} calibration on {len(samples)} samples, "
+                  f"{config.quant.activation_dtype} activations × int8 weights", config.quiet)
+    quantized = quantize.quantize(mod, samples, config.quant, quantize.anchor_names(model), config.quiet)
+    if config.report is not None:
+        with progress.step(f"measuring quantization error for {config.report}", config.quiet):
+            written = report.write(report.build_report(quantized, samples[:8], config.quant.per_channel),
+                                   config.report)
+        progress.note("wrote " + " and ".join(str(p) for p in written), config.quiet)
+    return quantized.mod
 
 
 def _output_sigs(mod, model: importer.OnnxModel) -> list[TensorSig]:

@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="the library to write, ending in .so; its sidecar gets the same name with .json "
                             "(default: MODEL_TARGET.so in the current folder)")
     _add_input_shape(build)
+    _add_quantization_options(build)
+    build.add_argument("--report", type=Path, metavar="REPORT.md",
+                       help="write a quantization report (Markdown, and JSON beside it): each quantized tensor's "
+                            "SQNR and cosine against FP32, worst first, integer vs float operator counts, scales")
     build.set_defaults(handler=_build)
 
     run = sub.add_parser("run", parents=[common], help="run a built library on inputs from .npy/.npz files",
@@ -85,6 +89,85 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
                              "than a leading batch dimension, which defaults to 1; repeatable")
 
 
+def _add_quantization_options(parser: argparse.ArgumentParser) -> None:
+    from .build import PRECISIONS
+    from .calibrate import METHODS
+    from .datasets import PREPROCESS_PRESETS
+
+    q = parser.add_argument_group("quantization (INT8)")
+    q.add_argument("--precision", choices=PRECISIONS, default="int8",
+                   help="int8: quantize (needs --calib); fp32: compile the model as it is (default: int8)")
+    q.add_argument("--calib", type=Path, metavar="DIR|FILE",
+                   help="calibration data: a folder of images (preprocessed as below), a .npy (samples × input "
+                        "shape), an .npz keyed by input name, or an IDX file")
+    q.add_argument("--calib-count", type=int, default=100, metavar="N",
+                   help="calibration samples, spread evenly over the data (default: 100)")
+    q.add_argument("--calib-random", action="store_true",
+                   help="calibrate on random inputs when no data exists (a loud warning: accuracy is then arbitrary)")
+    q.add_argument("--calibration", choices=METHODS, default="percentile",
+                   help="how activation ranges are chosen: minmax, percentile (of |x|), entropy (KL divergence, "
+                        "TensorRT-style) or mse (default: percentile)")
+    q.add_argument("--percentile", type=float, default=99.99, help="the percentile for --calibration percentile")
+    q.add_argument("--activation-dtype", choices=("uint8", "int8"),
+                   help="activation type: uint8 asymmetric or int8 symmetric (default: the target's; x86 VNNI "
+                        "takes uint8, ARM sdot and CUDA dp4a int8)")
+    q.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per tensor instead of one per output channel")
+    q.add_argument("--exclude-nodes", "--skip-layers", action="append", default=[], metavar="NAME|OPTYPE",
+                   help="keep in FP32 the ONNX node of this name, or every node of this op type (e.g. Conv); "
+                        "repeatable")
+    q.add_argument("--simulate", action="store_true",
+                   help="compile the fake-quantized FP32 graph (quantize/dequantize pairs) instead of integer "
+                        "kernels: for debugging accuracy")
+    p = parser.add_argument_group("image preprocessing (for --calib DIR)")
+    p.add_argument("--preprocess", choices=sorted(PREPROCESS_PRESETS), default="tf",
+                   help="preset: tf (RGB, x/127.5-1), caffe (BGR, minus ImageNet mean), torch (RGB, /255, "
+                        "ImageNet mean/std) (default: tf); the options below override its parts")
+    p.add_argument("--resize", type=int, metavar="N", help="resize the short side to N pixels (default 256)")
+    p.add_argument("--crop", type=int, metavar="N", help="then centre-crop N×N (default 224)")
+    p.add_argument("--channels", choices=("RGB", "BGR"), help="channel order")
+    p.add_argument("--scale", type=float, help="multiply pixel values (0-255) by this first")
+    p.add_argument("--mean", type=_triple, metavar="A,B,C", help="then subtract these, per channel")
+    p.add_argument("--std", type=_triple, metavar="A,B,C", help="then divide by these, per channel")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="tensor layout (default NCHW)")
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values
+
+
+def quant_config(args, spec) -> "QuantConfig":
+    from .calibrate import CalibrationConfig
+    from .quantize import QuantConfig
+
+    return QuantConfig(
+        calibration=CalibrationConfig(method=args.calibration, percentile=args.percentile),
+        activation_dtype=args.activation_dtype or spec.activation_dtype,
+        per_channel=not args.per_tensor,
+        exclude=frozenset(args.exclude_nodes),
+        simulate=args.simulate,
+    )
+
+
+def data_source(args) -> "DataSource":
+    import dataclasses
+
+    from .calibdata import DataSource
+    from .datasets import PREPROCESS_PRESETS
+
+    overrides = {"resize_short": args.resize, "crop": args.crop, "channels": args.channels, "scale": args.scale,
+                 "mean": args.mean, "std": args.std, "layout": args.layout}
+    preprocess = dataclasses.replace(PREPROCESS_PRESETS[args.preprocess],
+                                     **{k: v for k, v in overrides.items() if v is not None})
+    return DataSource(path=args.calib, count=args.calib_count, preprocess=preprocess, random=args.calib_random)
+
+
 def parse_input_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for item in items:
@@ -104,10 +187,13 @@ def _build(args) -> int:
     from .build import BuildConfig, build
 
     spec = targets.resolve(args.target)
-    output = args.output or Path(f"{args.model.stem}_{spec.name.replace(':', '_')}.so")
+    output = args.output or Path(f"{args.model.stem}_{spec.name.replace(':', '_')}_{args.precision}.so")
+    int8 = args.precision == "int8"
     config = BuildConfig(
         model=args.model, target=spec, output=output,
-        input_shapes=parse_input_shapes(args.input_shape), quiet=args.quiet,
+        input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,
+        quant=quant_config(args, spec), calib=data_source(args) if int8 else None,
+        report=args.report if int8 else None, quiet=args.quiet,
     )
     sidecar = build(config)
     print(f"wrote {output} and {output.with_suffix('.json').name} ({sidecar.precision}, target {spec.name})")

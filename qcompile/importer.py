@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -120,14 +121,64 @@ def to_relax(model: OnnxModel, inputs: list[TensorSig]):
         others = sorted({n.op_type for n in bad} - {node.op_type})
         more = f" (also unsupported: {', '.join(others)})" if others else ""
         raise QcompileError(f"unsupported operator '{node.op_type}' at node '{node.name or '<unnamed>'}'{more}")
+    proto = explicit_padding(model.proto, inputs)
     try:
         return from_onnx(
-            model.proto,
+            proto,
             shape_dict={sig.name: list(sig.shape) for sig in inputs},
             dtype_dict={sig.name: sig.dtype for sig in inputs},
         )
     except Exception as err:  # the importer raises many kinds; the user needs the first line
         raise QcompileError(f"TVM could not import {model.path.name}: {_first_line(err)}") from None
+
+
+def explicit_padding(proto: onnx.ModelProto, inputs: list[TensorSig]) -> onnx.ModelProto:
+    """Rewrite auto_pad=SAME_* as explicit pads, computed from the static shapes.
+
+    TVM imports SAME padding as a separate float pad kernel; explicit pads stay inside the conv or pool,
+    where the quantizer pads with the zero point.
+    """
+    nodes = [n for n in proto.graph.node if n.op_type in ("Conv", "MaxPool", "AveragePool")
+             and any(a.name == "auto_pad" and a.s in (b"SAME_UPPER", b"SAME_LOWER") for a in n.attribute)]
+    if not nodes:
+        return proto
+    proto = copy.deepcopy(proto)
+    for graph_input in proto.graph.input:
+        for sig in inputs:
+            if graph_input.name == sig.name:
+                dims = graph_input.type.tensor_type.shape.dim
+                for dim, size in zip(dims, sig.shape):
+                    dim.Clear()
+                    dim.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    initializers = {t.name: t.dims for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool") or "auto_pad" not in attrs:
+            continue
+        mode = attrs["auto_pad"].s
+        spatial = shapes.get(node.input[0], [])[2:]
+        if mode not in (b"SAME_UPPER", b"SAME_LOWER") or not spatial or 0 in spatial:
+            continue
+        if "kernel_shape" in attrs:
+            kernel = list(attrs["kernel_shape"].ints)
+        else:
+            kernel = list(initializers.get(node.input[1], []))[2:]
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(spatial)
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(spatial)
+        begin, end = [], []
+        for size, k, s, d in zip(spatial, kernel, strides, dilations):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            begin.append(small if mode == b"SAME_UPPER" else large)
+            end.append(large if mode == b"SAME_UPPER" else small)
+        node.attribute.remove(attrs["auto_pad"])
+        if "pads" in attrs:
+            node.attribute.remove(attrs["pads"])
+        node.attribute.append(onnx.helper.make_attribute("pads", begin + end))
+    return proto
 
 
 def _sig(value: onnx.ValueInfoProto) -> TensorSig:

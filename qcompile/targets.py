@@ -30,6 +30,14 @@ class TargetSpec:
     def is_cross(self) -> bool:
         return self.cc is not None
 
+    @property
+    def activation_dtype(self) -> str:
+        """The INT8 activation type the target's dot-product instructions take with int8 weights:
+        x86 VNNI multiplies u8×s8; ARM sdot and CUDA dp4a multiply s8×s8."""
+        if self.kind == "cuda" or str(self.target.get("mtriple", "")).startswith("aarch64"):
+            return "int8"
+        return "uint8"
+
     def tvm_target(self):
         import tvm
 

@@ -61,6 +61,6 @@ def fp32_x86_libraries(tmp_path_factory):
     libraries = {}
     for name in SHARED_MODELS:
         library = out / f"{name}.so"
-        assert run_cli("build", model_path(name), "--target", "x86", "-o", library, "-q") == 0
+        assert run_cli("build", model_path(name), "--target", "x86", "--precision", "fp32", "-o", library, "-q") == 0
         libraries[name] = library
     return libraries

@@ -35,6 +35,6 @@ def test_help_explains_every_option():
 
 def test_cuda_build_compiles_without_a_gpu(tmp_path):
     library = tmp_path / "mnist_cuda.so"
-    assert run_cli("build", model_path("mnist"), "--target", "cuda:sm_80", "-o", library, "-q") == 0
+    assert run_cli("build", model_path("mnist"), "--target", "cuda:sm_80", "--precision", "fp32", "-o", library, "-q") == 0
     sidecar = qcompile.artifact.read_sidecar(library)
     assert sidecar.target["kind"] == "cuda" and sidecar.target["arch"] == "sm_80"

@@ -7,8 +7,10 @@ from onnx import TensorProto, helper
 from conftest import model_path, run_cli
 
 
-def build_fails(capsys, tmp_path, *args) -> str:
+def build_fails(capsys, tmp_path, *args, precision="fp32") -> str:
+    """Run `qcompile build`, expecting a clean failure; return its one line of stderr."""
     output = tmp_path / "out.so"
+    args = (*args, "--precision", precision)
     code = run_cli("build", *args, "-o", output, "-q")
     err = capsys.readouterr().err
     assert code != 0
@@ -67,7 +69,7 @@ def test_dynamic_shape_with_input_shape_builds(tmp_path):
     model = tiny_model(dims=(1, 4))
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "width"
     path = save(model, tmp_path / "dynamic.onnx")
-    assert run_cli("build", path, "--input-shape", "x:1x7", "-o", tmp_path / "dyn.so", "-q") == 0
+    assert run_cli("build", path, "--input-shape", "x:1x7", "--precision", "fp32", "-o", tmp_path / "dyn.so", "-q") == 0
     assert (tmp_path / "dyn.so").exists()
 
 
@@ -98,3 +100,21 @@ def test_run_without_sidecar(capsys, tmp_path):
 @pytest.mark.parametrize("bad", ["input", "input:1xAx3", "input:0x3", ":1x3"])
 def test_malformed_input_shape(capsys, tmp_path, bad):
     assert "expected NAME:DIMS" in build_fails(capsys, tmp_path, model_path("mnist"), "--input-shape", bad)
+
+
+def test_int8_without_calibration_data(capsys, tmp_path):
+    err = build_fails(capsys, tmp_path, model_path("mnist"), precision="int8")
+    assert "INT8 needs calibration data" in err
+
+
+def test_missing_calibration_data(capsys, tmp_path):
+    err = build_fails(capsys, tmp_path, model_path("mnist"), "--calib", tmp_path / "nothing", precision="int8")
+    assert "calibration data not found" in err
+
+
+def test_calibration_array_of_wrong_shape(capsys, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 3), np.float32))
+    err = build_fails(capsys, tmp_path, model_path("mnist"), "--calib", tmp_path / "calib.npy", precision="int8")
+    assert "does not fit input 'Input3'" in err

@@ -1,0 +1,90 @@
+"""Calibration and evaluation inputs: image folders, .npy/.npz arrays or IDX files, as lists of input arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets
+from .datasets import ImagePreprocess
+from .errors import QcompileError
+from .importer import TensorSig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Where inputs come from: a folder of images (with preprocessing) or an array file."""
+
+    path: Path | None
+    count: int = 100
+    preprocess: ImagePreprocess = ImagePreprocess()
+    random: bool = False  # explicit opt-in: random inputs calibrate badly
+
+    def __post_init__(self):
+        if self.count <= 0:
+            raise QcompileError(f"sample count must be positive, got {self.count}")
+        if self.path is None and not self.random:
+            raise QcompileError("INT8 needs calibration data: --calib DIR|FILE.npy|FILE.npz (or --precision fp32)")
+        if self.path is not None and not Path(self.path).exists():
+            raise QcompileError(f"calibration data not found: {self.path}")
+
+    @property
+    def is_folder(self) -> bool:
+        return self.path is not None and Path(self.path).is_dir()
+
+
+def spread(n_total: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(n_total): a calibration set covering every part of a folder."""
+    if count >= n_total:
+        return list(range(n_total))
+    return sorted(set(np.linspace(0, n_total - 1, count).round().astype(int).tolist()))
+
+
+def calibration_files(folder: Path, count: int) -> list[Path]:
+    files = datasets.image_files(folder)
+    return [files[i] for i in spread(len(files), count)]
+
+
+def samples(source: DataSource, inputs: list[TensorSig]) -> list[list[np.ndarray]]:
+    """The calibration samples, each a list with one array per model input, shaped as the model wants."""
+    if source.random:
+        print("qcompile: WARNING: calibrating on RANDOM inputs; the INT8 model's accuracy means nothing",
+              file=sys.stderr)
+        rng = np.random.default_rng(0)
+        return [[rng.standard_normal(s.shape).astype(s.dtype) for s in inputs] for _ in range(source.count)]
+    if source.is_folder:
+        if len(inputs) != 1:
+            raise QcompileError("an image folder can calibrate only a one-input model; use an .npz keyed by input")
+        files = calibration_files(source.path, source.count)
+        return [[_fit(datasets.load_image(f, source.preprocess), inputs[0])] for f in files]
+    arrays = load_arrays(Path(source.path), inputs)
+    n = min(len(a) for a in arrays.values())
+    return [[_fit(arrays[s.name][i], s) for s in inputs] for i in spread(n, source.count)]
+
+
+def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
+    """Arrays with a leading sample axis, keyed by input name (.npz), or for the only input (.npy, IDX)."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            missing = [s.name for s in inputs if s.name not in data.files]
+            if missing:
+                raise QcompileError(f"{path} has no array for input(s) {', '.join(missing)} (has: {', '.join(data.files)})")
+            return {s.name: data[s.name] for s in inputs}
+    if len(inputs) != 1:
+        raise QcompileError(f"{path}: the model has {len(inputs)} inputs; give an .npz keyed by input name")
+    if path.suffix == ".npy":
+        return {inputs[0].name: np.load(path, allow_pickle=False)}
+    return {inputs[0].name: datasets.read_idx(path)}
+
+
+def _fit(sample: np.ndarray, sig: TensorSig) -> np.ndarray:
+    """One sample in the input's exact shape: as is, or with the batch axis of size 1 added."""
+    shape = tuple(sig.shape)
+    if sample.shape != shape and sample.size == int(np.prod(shape)):
+        sample = sample.reshape(shape)
+    if sample.shape != shape:
+        raise QcompileError(f"a sample of shape {list(sample.shape)} does not fit input '{sig.name}' {list(shape)}")
+    return np.ascontiguousarray(sample, dtype=sig.dtype)

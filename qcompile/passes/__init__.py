@@ -1,0 +1,1 @@
+"""qcompile's Relax passes, one per module; `pipeline.py` lists them in order."""

@@ -1,0 +1,65 @@
+"""Small helpers shared by the passes: recognizing constants, markers and activation epilogues."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax
+from tvm.ir.expr import GenericConst
+
+QUANT_POINT = "qcompile.quant_point"  # marks an activation to quantize: (x, id, label)
+WEIGHT_POINT = "qcompile.weight_point"  # marks a constant weight to quantize: (w, axis)
+
+
+def is_op(expr, name: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm_op_type()) and expr.op.name == name
+
+
+def tvm_op_type():
+    import tvm
+
+    return tvm.ir.Op
+
+
+def op_name(expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm_op_type()):
+        return expr.op.name
+    return None
+
+
+def constant_value(expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, GenericConst) else None
+
+
+def marker(expr) -> tuple[str, list] | None:
+    """(kind, arguments) for a quant/weight point marker, else None."""
+    if op_name(expr) != "relax.call_pure_packed":
+        return None
+    func = expr.args[0]
+    name = getattr(func, "global_symbol", None)
+    if name not in (QUANT_POINT, WEIGHT_POINT):
+        return None
+    return str(name), list(expr.args[1:])
+
+
+def clamp_of(call) -> tuple[float, float] | None:
+    """The [lo, hi] an activation op clamps to (relu, clip), else None."""
+    name = op_name(call)
+    if name == "relax.nn.relu":
+        return 0.0, math.inf
+    if name == "relax.clip":
+        return float(call.args[1].value), float(call.args[2].value)
+    return None
+
+
+def bias_of(call) -> tuple[relax.Expr, np.ndarray] | None:
+    """(other operand, constant) when `call` adds a constant to a tensor, else None."""
+    if op_name(call) != "relax.add":
+        return None
+    a, b = call.args
+    for operand, const in ((a, b), (b, a)):
+        value = constant_value(const)
+        if value is not None and constant_value(operand) is None:
+            return operand, value
+    return None

@@ -1,0 +1,52 @@
+"""ExposeQuantPoints: drop the markers and return every marked activation as an extra output, for calibration."""
+
+import tvm
+from tvm import relax
+from tvm.relax import PyExprMutator, expr_functor
+
+from .common import QUANT_POINT, marker
+
+
+def quant_points(mod) -> dict[int, str]:
+    """Point id → label of every quant_point marker in `main`, in id order."""
+    points = {}
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            found = marker(b.value)
+            if found and found[0] == QUANT_POINT:
+                points.setdefault(int(found[1][1]), found[1][2].value)
+    return dict(sorted(points.items()))
+
+
+@expr_functor.mutator
+class _Unmark(PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.exposed = {}
+
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        found = marker(call)
+        if found is None:
+            return call
+        kind, args = found
+        if kind == QUANT_POINT and int(args[1]) not in self.exposed:
+            self.exposed[int(args[1])] = self.builder_.emit_output(args[0])
+        return args[0]
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.ExposeQuantPoints")
+class ExposeQuantPoints:
+    """main(x) → (its outputs..., point 0, point 1, ...): each quant point's FP32 value, one per id."""
+
+    def transform_module(self, mod, ctx):
+        mutator = _Unmark(mod)
+        func = mutator.visit_expr(mod["main"])
+        seq = func.body
+        outputs = list(seq.body.fields) if isinstance(seq.body, relax.Tuple) else [seq.body]
+        exposed = [mutator.exposed[i] for i in sorted(mutator.exposed)]
+        results = outputs + exposed
+        new_func = relax.Function(func.params, relax.SeqExpr(seq.blocks, relax.Tuple(results)),
+                                  relax.TupleType([r.ty for r in results]), attrs=func.attrs)
+        mutator.builder_.update_func(mod.get_global_var("main"), new_func)
+        return relax.transform.Normalize()(mutator.builder_.get())
