@@ -35,9 +35,18 @@ class TensorStats:
         self.max = -np.inf
         self.hist = np.zeros(BINS, dtype=np.int64)
         self.limit = 0.0  # the histogram covers [0, limit]
+        self.total = None  # running sum of samples (one tensor's size), for the mean bias correction needs
+        self.count = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float32).ravel()
+        x = np.asarray(x, dtype=np.float32)
+        self.total = x.astype(np.float64) if self.total is None else self.total + x
+        self.count += 1
+        x = x.ravel()
         if x.size == 0:
             return
         self.min = min(self.min, float(x.min()))

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+CHANNEL_SCALE_FLOOR = 4096.0  # no channel's weight scale is below 1/4096 of the largest one's
 WEIGHT_QMAX = 127  # weights use [-127, 127]: symmetric, so that negating a weight never overflows
 
 
@@ -75,6 +76,9 @@ def weight_params(w: np.ndarray, axis: int, per_channel: bool) -> QuantParams:
     if per_channel:
         reduce = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
         absmax = np.abs(w).max(axis=reduce)
+        # a near-dead channel (weights ~1e-13 after batch-norm folding) would get a scale so small that its
+        # bias, in accumulator units, overflows int32; its weights round to 0 at this floor instead
+        absmax = np.maximum(absmax, absmax.max() / CHANNEL_SCALE_FLOOR)
     else:
         absmax = np.abs(w).max()
     scale = np.where(absmax > 0, absmax / WEIGHT_QMAX, 1.0).astype(np.float32)
@@ -93,9 +97,11 @@ def fixed_point_multiplier(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarr
     overflow = m0 == (1 << 31)  # rounding reached 1.0: renormalize
     m0 = np.where(overflow, m0 // 2, m0)
     shift = 31 - exponent.astype(np.int64) - overflow.astype(np.int64)
-    if np.any(shift < 1) or np.any(shift > 62):
-        raise ValueError(f"requantize multiplier out of range: {multiplier.min():.3g}..{multiplier.max():.3g}")
-    return m0, shift
+    if np.any(shift < 1):
+        raise ValueError(f"requantize multiplier too large: {multiplier.max():.3g}")
+    # a multiplier below 2**-31 maps every int32 accumulator to 0
+    negligible = shift > 62
+    return np.where(negligible, 0, m0), np.where(negligible, 62, shift)
 
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int) -> np.ndarray:

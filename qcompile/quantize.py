@@ -35,6 +35,7 @@ class Quantized:
     mod: object  # the realized (or simulated) IRModule
     annotated: object  # the FP32 module with its quantization points marked
     params: dict[int, QuantParams]
+    means: dict[int, np.ndarray]  # each point's FP32 mean over the calibration samples (bias correction)
     labels: dict[int, str]
 
 
@@ -70,8 +71,9 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
         levels = 256 if config.activation_dtype == "uint8" and s.min >= 0 else 128
         lo, hi = calibrate.choose_range(s, config.calibration, levels)
         params[point] = activation_params(lo, hi, config.activation_dtype)
-    realized = realize_pipeline(params, config.per_channel, config.simulate)(annotated)
-    return Quantized(mod=realized, annotated=annotated, params=params, labels=labels)
+    means = {point: s.mean for point, s in stats.items()}
+    realized = realize_pipeline(params, means, config.per_channel, config.simulate)(annotated)
+    return Quantized(mod=realized, annotated=annotated, params=params, means=means, labels=labels)
 
 
 def run_exposed(annotated, samples: Iterable[list[np.ndarray]]):

@@ -9,6 +9,7 @@ import json
 import numpy as np
 from tabulate import tabulate
 
+from .passes.bias_correction import CorrectBias
 from .passes.insert_qdq import InsertQDQ
 from .passes.common import op_name
 from .quantize import Quantized, run_exposed
@@ -69,7 +70,8 @@ def _op_list(counter) -> str:
 
 
 def build_report(quantized: Quantized, samples: list, per_channel: bool) -> Report:
-    simulated = InsertQDQ(quantized.params, per_channel, keep_markers=True)(quantized.annotated)
+    corrected = CorrectBias(quantized.means, per_channel)(quantized.annotated)
+    simulated = InsertQDQ(quantized.params, per_channel, keep_markers=True)(corrected)
     sums = collections.defaultdict(lambda: np.zeros(4))  # signal², noise², dot, |quantized|²
     for reference, approx in zip(run_exposed(quantized.annotated, samples), run_exposed(simulated, samples)):
         for point, (r, a) in enumerate(zip(reference, approx)):

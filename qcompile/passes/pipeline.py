@@ -5,6 +5,7 @@ from __future__ import annotations
 import tvm
 
 from .annotate import Annotate, Exclusions
+from .bias_correction import CorrectBias
 from .expose import ExposeQuantPoints
 from .insert_qdq import InsertQDQ
 from .prepare import Prepare
@@ -21,9 +22,9 @@ def calibration_pipeline() -> tvm.transform.Pass:
     return ExposeQuantPoints()
 
 
-def realize_pipeline(params, per_channel: bool, simulate: bool) -> tvm.transform.Pass:
+def realize_pipeline(params, means, per_channel: bool, simulate: bool) -> tvm.transform.Pass:
     """Annotated graph + calibrated parameters → integer graph (or the fake-quantized FP32 graph)."""
-    passes = [InsertQDQ(params, per_channel)]
+    passes = [CorrectBias(means, per_channel), InsertQDQ(params, per_channel)]
     if not simulate:
         passes.append(Realize())
     return tvm.transform.Sequential(passes, name="qcompile.realize_pipeline")

@@ -58,6 +58,8 @@ class RealizeContext:
             if bias.size != channels:
                 return None
             offset = offset + np.round(bias.reshape(-1).astype(np.float64) / in_scale).astype(np.int64)
+        if np.abs(offset).max(initial=0) >= 2**31:
+            return None  # the bias does not fit the int32 accumulator: the layer stays FP32
         shape = [1] * ndim
         shape[channel_axis] = channels
         if np.any(offset):

@@ -1,0 +1,72 @@
+"""CorrectBias: remove the mean output shift that rounding an anchor's weights causes, through its bias."""
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import PyExprMutator, expr_functor
+
+from ..qparams import quantize_weight, weight_params
+from .common import QUANT_POINT, WEIGHT_POINT, bias_of, constant_value, marker, op_name
+
+
+def _mean_shift(call, weight, axis, per_channel, input_mean) -> np.ndarray | None:
+    """E[conv(x, W_q - W)] per output channel, from the input's mean (borders ignored), or None."""
+    params = weight_params(weight, axis, per_channel)
+    delta = params.dequantize(quantize_weight(weight, params)) - weight
+    name = op_name(call)
+    if name == "relax.nn.conv2d" and input_mean.ndim == 4:
+        channel_mean = input_mean.mean(axis=(0, 2, 3))
+        groups = int(call.attrs.groups)
+        per_group = delta.shape[1]
+        out_per_group = delta.shape[0] // groups
+        means = channel_mean.reshape(groups, per_group)  # the input channels each group reads
+        grouped = delta.reshape(groups, out_per_group, per_group, -1).sum(axis=3)
+        return np.einsum("goc,gc->go", grouped, means).reshape(-1)
+    if name == "relax.matmul" and delta.ndim == 2:
+        return input_mean.reshape(-1, delta.shape[0]).mean(axis=0) @ delta
+    return None
+
+
+@expr_functor.mutator
+class _Correct(PyExprMutator):
+    def __init__(self, mod, means, per_channel):
+        super().__init__(mod)
+        self.means, self.per_channel = means, per_channel
+
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        found = bias_of(call)
+        if found is None:
+            return call
+        anchor = self.lookup_binding(found[0]) if isinstance(found[0], relax.Var) else None
+        if anchor is None or op_name(anchor) not in ("relax.nn.conv2d", "relax.matmul"):
+            return call
+        x_marker, w_marker = (self.lookup_binding(a) if isinstance(a, relax.Var) else None for a in anchor.args[:2])
+        x_found, w_found = marker(x_marker), marker(w_marker)
+        if not (x_found and w_found and x_found[0] == QUANT_POINT and w_found[0] == WEIGHT_POINT):
+            return call
+        weight = constant_value(w_found[1][0])
+        shift = _mean_shift(anchor, weight, int(w_found[1][1]), self.per_channel, self.means[int(x_found[1][1])])
+        bias = found[1]
+        if shift is None or shift.size != bias.size:
+            return call
+        corrected = (bias - shift.reshape(bias.shape)).astype(bias.dtype)
+        return relax.op.add(found[0], relax.const(corrected, str(bias.dtype)))
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.CorrectBias")
+class CorrectBias:
+    """Rounding weights to int8 shifts each output channel's mean by (W_q - W)·E[x]; subtracting that from
+    the bias (Nagel et al., 2019, "Data-Free Quantization", empirical bias correction) undoes the shift.
+
+    `means` maps each quant point id to the mean of its FP32 value over the calibration samples.
+    """
+
+    def __init__(self, means: dict, per_channel: bool = True):
+        self.means, self.per_channel = means, per_channel
+
+    def transform_module(self, mod, ctx):
+        mutator = _Correct(mod, self.means, self.per_channel)
+        func = mutator.visit_expr(mod["main"])
+        mutator.builder_.update_func(mod.get_global_var("main"), func)
+        return mutator.builder_.get()
