@@ -89,22 +89,14 @@ def read_sidecar(library: Path) -> Sidecar:
 class CompiledModel:
     """A built model loaded for execution: call it with arrays (positionally or by input name)."""
 
-    def __init__(self, library: Path):
+    def __init__(self, module, sidecar: Sidecar, name: str = "the model"):
+        """`module`: a relax.Executable or a loaded library, described by `sidecar`."""
         import tvm
         from tvm import relax
 
-        library = Path(library)
-        if not library.is_file():
-            raise QcompileError(f"library not found: {library}")
-        self.sidecar = read_sidecar(library)
-        target = self.sidecar.target
-        triple = target.get("mtriple", "x86_64")
-        if target["kind"] == "llvm" and not triple.startswith("x86_64"):
-            raise QcompileError(f"{library} is built for {triple}; it runs on that machine, not this one")
-        self.device = tvm.cuda(0) if target["kind"] == "cuda" else tvm.cpu(0)
-        if target["kind"] == "cuda" and not self.device.exist:
-            raise QcompileError(f"{library} is built for CUDA and this machine has no CUDA GPU")
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
+        self.sidecar = sidecar
+        self.device = _local_device(sidecar, name)
+        self._vm = relax.VirtualMachine(module, self.device)
 
     @property
     def inputs(self) -> list[TensorSig]:
@@ -141,6 +133,20 @@ class CompiledModel:
         return arrays
 
 
+def _local_device(sidecar: Sidecar, name: str):
+    """The device of this machine the artifact runs on; an error if it is built for another machine."""
+    import tvm
+
+    target = sidecar.target
+    triple = target.get("mtriple", "x86_64")
+    if target["kind"] == "llvm" and not triple.startswith("x86_64"):
+        raise QcompileError(f"{name} is built for {triple}; it runs on that machine, not this one")
+    device = tvm.cuda(0) if target["kind"] == "cuda" else tvm.cpu(0)
+    if target["kind"] == "cuda" and not device.exist:
+        raise QcompileError(f"{name} is built for CUDA and this machine has no CUDA GPU")
+    return device
+
+
 def _flatten(result):
     import tvm
 
@@ -151,4 +157,11 @@ def _flatten(result):
 
 def load(library: str | Path) -> CompiledModel:
     """Load a library written by `qcompile build` (its .json sidecar beside it)."""
-    return CompiledModel(Path(library))
+    import tvm
+
+    library = Path(library)
+    if not library.is_file():
+        raise QcompileError(f"library not found: {library}")
+    sidecar = read_sidecar(library)
+    _local_device(sidecar, str(library))
+    return CompiledModel(tvm.runtime.load_module(str(library)), sidecar, name=str(library))

@@ -8,6 +8,7 @@ from pathlib import Path
 from . import artifact, calibdata, compiler, importer, progress
 from .calibdata import DataSource
 from .importer import TensorSig
+from .passes.pipeline import qdq_import_pipeline
 from .quantize import QuantConfig
 from .targets import TargetSpec
 
@@ -29,30 +30,49 @@ class BuildConfig:
 
 def build(config: BuildConfig) -> artifact.Sidecar:
     """Import, quantize, compile and export; the library and sidecar appear together or not at all."""
-    quiet = config.quiet
     config.target.check_toolchain()
+    executable, sidecar = compile_model(config)
+    with progress.step(f"exporting {config.output}", config.quiet):
+        artifact.write(lambda path: compiler.export_library(executable, config.target, path), sidecar, config.output)
+    return sidecar
+
+
+def compile_model(config: BuildConfig):
+    """Import, quantize and compile: (relax.Executable, the sidecar that will describe it)."""
+    quiet = config.quiet
     with progress.step(f"loading {config.model.name}", quiet):
         model = importer.load(config.model)
         inputs = importer.static_inputs(model, config.input_shapes)
     with progress.step("importing into Relax", quiet):
         mod = importer.to_relax(model, inputs)
     outputs = _output_sigs(mod, model)
-    if config.precision == "int8":
+    if is_prequantized(model):
+        with progress.step("realizing the model's own quantize/dequantize pairs as integer kernels", quiet):
+            mod = qdq_import_pipeline(config.quant.per_channel)(mod)
+    elif config.precision == "int8":
         mod = quantize_model(mod, model, inputs, config)
-    with progress.step(f"compiling for {config.target.name} ({config.precision})", quiet):
+    with progress.step(f"compiling for {config.target.name}", quiet):
         executable = compiler.compile_module(mod, config.target)
+    precision = config.precision
+    if is_prequantized(model):
+        precision = "int8-qdq"
+    elif precision == "int8" and config.quant.simulate:
+        precision = "int8-simulated"
     sidecar = artifact.Sidecar(
         inputs=inputs,
         outputs=outputs,
         target_name=config.target.name,
         target=config.target.target,
-        precision=config.precision + ("-simulated" if config.precision == "int8" and config.quant.simulate else ""),
+        precision=precision,
         model_sha256=model.sha256,
         versions=_versions(),
     )
-    with progress.step(f"exporting {config.output}", quiet):
-        artifact.write(lambda path: compiler.export_library(executable, config.target, path), sidecar, config.output)
-    return sidecar
+    return executable, sidecar
+
+
+def is_prequantized(model: importer.OnnxModel) -> bool:
+    """A QDQ model (quantized by another tool, e.g. onnxruntime's quantize_static) brings its own scales."""
+    return "QuantizeLinear" in model.op_counts()
 
 
 def quantize_model(mod, model: importer.OnnxModel, inputs: list[TensorSig], config: BuildConfig):

@@ -26,8 +26,6 @@ class DataSource:
     def __post_init__(self):
         if self.count <= 0:
             raise QcompileError(f"sample count must be positive, got {self.count}")
-        if self.path is None and not self.random:
-            raise QcompileError("INT8 needs calibration data: --calib DIR|FILE.npy|FILE.npz (or --precision fp32)")
         if self.path is not None and not Path(self.path).exists():
             raise QcompileError(f"calibration data not found: {self.path}")
 
@@ -43,13 +41,10 @@ def spread(n_total: int, count: int) -> list[int]:
     return sorted(set(np.linspace(0, n_total - 1, count).round().astype(int).tolist()))
 
 
-def calibration_files(folder: Path, count: int) -> list[Path]:
-    files = datasets.image_files(folder)
-    return [files[i] for i in spread(len(files), count)]
-
-
 def samples(source: DataSource, inputs: list[TensorSig]) -> list[list[np.ndarray]]:
     """The calibration samples, each a list with one array per model input, shaped as the model wants."""
+    if source.path is None and not source.random:
+        raise QcompileError("INT8 needs calibration data: --calib DIR|FILE.npy|FILE.npz (or --precision fp32)")
     if source.random:
         print("qcompile: WARNING: calibrating on RANDOM inputs; the INT8 model's accuracy means nothing",
               file=sys.stderr)
@@ -58,11 +53,12 @@ def samples(source: DataSource, inputs: list[TensorSig]) -> list[list[np.ndarray
     if source.is_folder:
         if len(inputs) != 1:
             raise QcompileError("an image folder can calibrate only a one-input model; use an .npz keyed by input")
-        files = calibration_files(source.path, source.count)
-        return [[_fit(datasets.load_image(f, source.preprocess), inputs[0])] for f in files]
+        all_files = datasets.image_files(source.path)
+        files = [all_files[i] for i in spread(len(all_files), source.count)]
+        return [[fit(datasets.load_image(f, source.preprocess), inputs[0])] for f in files]
     arrays = load_arrays(Path(source.path), inputs)
     n = min(len(a) for a in arrays.values())
-    return [[_fit(arrays[s.name][i], s) for s in inputs] for i in spread(n, source.count)]
+    return [[fit(arrays[s.name][i], s) for s in inputs] for i in spread(n, source.count)]
 
 
 def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
@@ -80,7 +76,7 @@ def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
     return {inputs[0].name: datasets.read_idx(path)}
 
 
-def _fit(sample: np.ndarray, sig: TensorSig) -> np.ndarray:
+def fit(sample: np.ndarray, sig: TensorSig) -> np.ndarray:
     """One sample in the input's exact shape: as is, or with the batch axis of size 1 added."""
     shape = tuple(sig.shape)
     if sample.shape != shape and sample.size == int(np.prod(shape)):

@@ -71,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", type=Path, help="save the outputs to this .npz, keyed by output name")
     run.set_defaults(handler=_run)
 
+    evaluate = sub.add_parser("eval", parents=[common], help="top-1/top-5 of FP32 and INT8 on labelled data",
+                              description="Compile an ONNX model in FP32 and INT8 for this machine (or load a built "
+                                          "library) and measure top-1/top-5 accuracy on labelled data, with the "
+                                          "INT8-vs-FP32 top-1 agreement. Calibration images taken from the "
+                                          "evaluation folder are left out of the evaluation.")
+    evaluate.add_argument("model", type=Path, help="an ONNX model, or a .so written by 'qcompile build'")
+    evaluate.add_argument("--data", type=Path, required=True,
+                          help="evaluation inputs: a folder of images, a .npy/.npz, or an IDX file")
+    evaluate.add_argument("--labels", type=Path, required=True,
+                          help="labels: a synsets list (line i = wnid of class i, images named <wnid>_*.JPEG), "
+                               "a .npy of class indices, or an IDX file")
+    evaluate.add_argument("--count", type=int, default=1000, help="evaluate at most this many samples (default 1000)")
+    evaluate.add_argument("-t", "--target", default="x86",
+                          help="a target that runs on this machine (default: x86); see 'qcompile build --help'")
+    _add_input_shape(evaluate)
+    _add_quantization_options(evaluate)
+    evaluate.set_defaults(handler=_eval)
+
     inspect = sub.add_parser("inspect", parents=[common], help="list a model's operators, inputs and outputs",
                              description="Show an ONNX model's input/output signature and its operators with counts, "
                                          "and whether qcompile's pipeline supports each.")
@@ -211,6 +229,38 @@ def _run(args) -> int:
     if args.output:
         save_outputs(named, args.output)
         print(f"saved {len(named)} output(s) to {args.output}")
+    return 0
+
+
+def _eval(args) -> int:
+    import dataclasses
+
+    from tabulate import tabulate
+
+    from . import artifact, evaluate, targets
+    from .build import BuildConfig, compile_model
+
+    source = dataclasses.replace(data_source(args), path=args.data, count=args.count)
+    shared = args.calib is not None and args.calib.resolve() == args.data.resolve()
+    data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)
+    if args.model.suffix == ".so":
+        models = {"library": artifact.load(args.model)}
+    else:
+        spec = targets.resolve(args.target)
+        models = {}
+        for precision in ("fp32", "int8") if args.precision == "int8" else ("fp32",):
+            config = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
+                                 input_shapes=parse_input_shapes(args.input_shape), precision=precision,
+                                 quant=quant_config(args, spec), calib=data_source(args), quiet=args.quiet)
+            executable, sidecar = compile_model(config)
+            models[precision] = artifact.CompiledModel(executable, sidecar, name=f"the {precision} build")
+    inputs = next(iter(models.values())).inputs
+    samples, labels = evaluate.load(data, inputs)
+    results = {name: evaluate.scores(m, samples, f"evaluating {name}", args.quiet) for name, m in models.items()}
+    note = f", leaving out the {args.calib_count} that calibrated" if shared else ""
+    print(f"{args.model.name}: {len(samples)} samples from {args.data}{note}\n")
+    print(tabulate(evaluate.table(results, labels), headers=["precision", "top-1", "top-5", "top-1 agreement"],
+                   tablefmt="github"))
     return 0
 
 

@@ -34,9 +34,9 @@ class QuantConfig:
 class Quantized:
     mod: object  # the realized (or simulated) IRModule
     annotated: object  # the FP32 module with its quantization points marked
-    params: dict[int, QuantParams]
-    means: dict[int, np.ndarray]  # each point's FP32 mean over the calibration samples (bias correction)
-    labels: dict[int, str]
+    params: dict[int, QuantParams]  # point id → parameters
+    means: dict[str, np.ndarray]  # tensor label → its FP32 mean over the calibration samples (bias correction)
+    points: list[tuple[int, str]]  # (point id, label) of each marked tensor
 
 
 def anchor_names(model) -> dict:
@@ -62,22 +62,25 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
              quiet: bool = False) -> Quantized:
     """FP32 Relax module + calibration samples (each a list of input arrays) → integer module."""
     annotated = annotate_pipeline(exclusions(config, anchor_names or {}))(mod)
-    labels = quant_points(annotated)
-    if not labels:
+    points = quant_points(annotated)
+    if not points:
         raise QcompileError("nothing to quantize: no supported operator (Conv, MatMul, Gemm, ...) in the model")
-    stats = collect_stats(annotated, samples, len(labels), quiet)
-    params = {}
-    for point, s in stats.items():
+    stats = collect_stats(annotated, samples, len(points), quiet)
+    ranges = {}
+    for (point, _), s in zip(points, stats):
         levels = 256 if config.activation_dtype == "uint8" and s.min >= 0 else 128
         lo, hi = calibrate.choose_range(s, config.calibration, levels)
-        params[point] = activation_params(lo, hi, config.activation_dtype)
-    means = {point: s.mean for point, s in stats.items()}
+        # tensors sharing parameters (a pass-through op's input and output) get the union of their ranges
+        old_lo, old_hi = ranges.get(point, (lo, hi))
+        ranges[point] = min(lo, old_lo), max(hi, old_hi)
+    params = {point: activation_params(lo, hi, config.activation_dtype) for point, (lo, hi) in ranges.items()}
+    means = {label: s.mean for (_, label), s in zip(points, stats)}
     realized = realize_pipeline(params, means, config.per_channel, config.simulate)(annotated)
-    return Quantized(mod=realized, annotated=annotated, params=params, means=means, labels=labels)
+    return Quantized(mod=realized, annotated=annotated, params=params, means=means, points=points)
 
 
 def run_exposed(annotated, samples: Iterable[list[np.ndarray]]):
-    """Yield, per sample, the FP32 value of every quantization point (in id order), computed on this CPU."""
+    """Yield, per sample, the value of every marked tensor (in quant_points order), computed on this CPU."""
     import tvm
     from tvm import relax
 
@@ -90,8 +93,9 @@ def run_exposed(annotated, samples: Iterable[list[np.ndarray]]):
         yield [r.numpy() for r in list(results)[n_outputs:]]
 
 
-def collect_stats(annotated, samples, count: int, quiet: bool) -> dict[int, TensorStats]:
-    stats = {i: TensorStats() for i in range(count)}
+def collect_stats(annotated, samples, count: int, quiet: bool) -> list[TensorStats]:
+    """Statistics of each marked tensor (in quant_points order) over the samples."""
+    stats = [TensorStats() for _ in range(count)]
     seen = 0
     for values in tqdm(run_exposed(annotated, samples), desc="calibrating", unit="sample", disable=quiet,
                        total=len(samples) if hasattr(samples, "__len__") else None):

@@ -72,16 +72,16 @@ def _op_list(counter) -> str:
 def build_report(quantized: Quantized, samples: list, per_channel: bool) -> Report:
     corrected = CorrectBias(quantized.means, per_channel)(quantized.annotated)
     simulated = InsertQDQ(quantized.params, per_channel, keep_markers=True)(corrected)
-    sums = collections.defaultdict(lambda: np.zeros(4))  # signal², noise², dot, |quantized|²
+    sums = np.zeros((len(quantized.points), 4))  # signal², noise², dot, |quantized|²
     for reference, approx in zip(run_exposed(quantized.annotated, samples), run_exposed(simulated, samples)):
-        for point, (r, a) in enumerate(zip(reference, approx)):
+        for i, (r, a) in enumerate(zip(reference, approx)):
             r, a = r.astype(np.float64).ravel(), a.astype(np.float64).ravel()
-            sums[point] += [r @ r, (r - a) @ (r - a), r @ a, a @ a]
+            sums[i] += [r @ r, (r - a) @ (r - a), r @ a, a @ a]
     points = []
-    for point, (signal, noise, dot, quant) in sorted(sums.items()):
+    for (point, label), (signal, noise, dot, quant) in zip(quantized.points, sums):
         p = quantized.params[point]
         points.append(PointError(
-            label=quantized.labels[point],
+            label=label,
             sqnr_db=float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
             cosine=float(dot / np.sqrt(signal * quant)) if signal > 0 and quant > 0 else 1.0,
             scale=float(p.scale), zero_point=int(p.zero_point), dtype=p.dtype,

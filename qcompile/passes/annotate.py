@@ -80,7 +80,10 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         if rule.role is Role.PASS_THROUGH:
             tie[b.var] = inputs[0]
     producers = {b.var: b.value for b in bindings}
-    labels = {x: _label(x, producers, nodes, epilogue) for x in wanted}
+    labels = {}
+    for x in sorted(wanted, key=lambda v: v.name):
+        label = _label(x, producers, nodes, epilogue)
+        labels[x] = label if label not in labels.values() else f"{label} ({x.name})"
     return requests, weights, {x: _root(x, tie) for x in wanted}, labels
 
 

@@ -46,7 +46,7 @@ class _Correct(PyExprMutator):
         if not (x_found and w_found and x_found[0] == QUANT_POINT and w_found[0] == WEIGHT_POINT):
             return call
         weight = constant_value(w_found[1][0])
-        shift = _mean_shift(anchor, weight, int(w_found[1][1]), self.per_channel, self.means[int(x_found[1][1])])
+        shift = _mean_shift(anchor, weight, int(w_found[1][1]), self.per_channel, self.means[x_found[1][2].value])
         bias = found[1]
         if shift is None or shift.size != bias.size:
             return call
@@ -59,7 +59,7 @@ class CorrectBias:
     """Rounding weights to int8 shifts each output channel's mean by (W_q - W)·E[x]; subtracting that from
     the bias (Nagel et al., 2019, "Data-Free Quantization", empirical bias correction) undoes the shift.
 
-    `means` maps each quant point id to the mean of its FP32 value over the calibration samples.
+    `means` maps each marked tensor's label to the mean of its FP32 value over the calibration samples.
     """
 
     def __init__(self, means: dict, per_channel: bool = True):

@@ -1,4 +1,4 @@
-"""The quantization pipeline, in order: prepare → annotate → (calibrate) → insert QDQ → realize."""
+"""The quantization pipelines, in order: prepare → annotate → (calibrate) → correct bias → insert QDQ → realize."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .expose import ExposeQuantPoints
 from .insert_qdq import InsertQDQ
 from .prepare import Prepare
 from .realize import Realize
+from .requantize_weights import RequantizeWeights
 
 
 def annotate_pipeline(exclusions: Exclusions) -> tvm.transform.Pass:
@@ -28,3 +29,9 @@ def realize_pipeline(params, means, per_channel: bool, simulate: bool) -> tvm.tr
     if not simulate:
         passes.append(Realize())
     return tvm.transform.Sequential(passes, name="qcompile.realize_pipeline")
+
+
+def qdq_import_pipeline(per_channel: bool = True) -> tvm.transform.Pass:
+    """An already-quantized (QDQ) ONNX import → integer graph, through the same realize pass."""
+    return tvm.transform.Sequential([Prepare(), RequantizeWeights(per_channel), Realize()],
+                                    name="qcompile.qdq_import_pipeline")
