@@ -207,6 +207,9 @@ def _build(args) -> int:
     spec = targets.resolve(args.target)
     output = args.output or Path(f"{args.model.stem}_{spec.name.replace(':', '_')}_{args.precision}.so")
     int8 = args.precision == "int8"
+    if args.report is not None and args.report.with_suffix(".json").resolve() == output.with_suffix(".json").resolve():
+        raise QcompileError(f"--report {args.report} would overwrite the sidecar {output.with_suffix('.json')}; "
+                            "name the report differently")
     config = BuildConfig(
         model=args.model, target=spec, output=output,
         input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,

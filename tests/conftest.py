@@ -42,6 +42,31 @@ def real_inputs(name: str, count: int, start: int = 0) -> list[np.ndarray]:
     return [datasets.load_image(f, datasets.PREPROCESS_PRESETS[kind]) for f in files]
 
 
+def held_out_inputs(name: str, count: int, calibration_count: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """`count` real inputs and labels that the `calibration_count` calibration samples (spread) do not include."""
+    from qcompile.calibdata import spread
+
+    total = 10000 if SHARED_MODELS[name][1] == "mnist" else len(datasets.image_files(IMAGES))
+    calibration = set(spread(total, calibration_count))
+    indices = [i for i in range(total) if i not in calibration][:count]
+    if SHARED_MODELS[name][1] == "mnist":
+        images = datasets.read_idx(MNIST / "t10k-images-idx3-ubyte.gz")
+        labels = datasets.read_idx(MNIST / "t10k-labels-idx1-ubyte.gz")
+        return [images[i][None, None].astype(np.float32) for i in indices], labels[indices]
+    files = datasets.image_files(IMAGES)
+    chosen = [files[i] for i in indices]
+    preprocess = datasets.PREPROCESS_PRESETS[SHARED_MODELS[name][1]]
+    return [datasets.load_image(f, preprocess) for f in chosen], datasets.imagenet_labels(chosen, SYNSETS)
+
+
+def calibration_args(name: str, count: int) -> list:
+    """The `qcompile build` options that calibrate a shared model on its real data."""
+    kind = SHARED_MODELS[name][1]
+    if kind == "mnist":
+        return ["--calib", MNIST / "t10k-images-idx3-ubyte.gz", "--calib-count", count]
+    return ["--calib", IMAGES, "--calib-count", count, "--preprocess", kind]
+
+
 def onnxruntime_outputs(name: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
@@ -62,5 +87,21 @@ def fp32_x86_libraries(tmp_path_factory):
     for name in SHARED_MODELS:
         library = out / f"{name}.so"
         assert run_cli("build", model_path(name), "--target", "x86", "--precision", "fp32", "-o", library, "-q") == 0
+        libraries[name] = library
+    return libraries
+
+
+CALIBRATION_COUNT = {"mobilenet": 32, "squeezenet": 32, "mnist": 100}
+
+
+@pytest.fixture(scope="session")
+def int8_x86_libraries(tmp_path_factory):
+    """Every shared model quantized once (calibrated on its real data) and built for x86, with its report."""
+    out = tmp_path_factory.mktemp("int8_x86")
+    libraries = {}
+    for name in SHARED_MODELS:
+        library = out / f"{name}.so"
+        args = calibration_args(name, CALIBRATION_COUNT[name])
+        assert run_cli("build", model_path(name), "-o", library, "--report", out / f"{name}_report.md", "-q", *args) == 0
         libraries[name] = library
     return libraries

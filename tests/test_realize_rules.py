@@ -1,0 +1,195 @@
+"""Each operator rule's integer kernels against a numpy integer reference: exact, zero points, rounding,
+saturation; and within one step of the real-valued result they stand for."""
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.relax import op as R
+
+from qcompile.passes.realize import Realize
+from qcompile.qparams import fixed_point_multiplier, requantize
+from qcompile.report import count_ops
+
+RNG = np.random.default_rng(42)
+
+
+def const(value, dtype):
+    return relax.const(np.asarray(value).astype(dtype), dtype)
+
+
+def dq(x, scale, zero_point, axis=-1):
+    return R.dequantize(x, const(scale, "float32"), const(zero_point, "int32"), axis=axis)
+
+
+def q(x, scale, zero_point, dtype):
+    return R.quantize(x, const(scale, "float32"), const(zero_point, "int32"), out_dtype=dtype)
+
+
+def realize_and_run(build, inputs: dict):
+    """Build main(inputs) with `build(bb, vars)`, realize it, check no float anchor is left, run it."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(name, relax.TensorType(v.shape, str(v.dtype))) for name, v in inputs.items()]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *params))
+        bb.emit_func_output(out)
+    realized = Realize()(bb.get())
+    _, float_anchors, ops = count_ops(realized)
+    assert float_anchors == 0
+    assert "relax.quantize" not in ops["integer"] and "relax.dequantize" not in ops["float"], ops
+    ex = tvm.compile(realized, target=tvm.target.Target({"kind": "llvm"}))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(v) for v in inputs.values()]).numpy()
+
+
+def conv_int(x, w, stride, pad, groups, pad_value):
+    """Integer NCHW/OIHW convolution in int64: the reference."""
+    x = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=pad_value)
+    n, c, h, wd = x.shape
+    k, cg, kh, kw = w.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, k, oh, ow), np.int64)
+    kg = k // groups
+    for g in range(groups):
+        xs, ws = x[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg].astype(np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                out[:, g * kg:(g + 1) * kg] += np.einsum("nchw,kc->nkhw", patch, ws[:, :, i, j])
+    return out
+
+
+def clamp_bounds(lo, hi, scale, zp, qmin, qmax):
+    low = qmin if math.isinf(lo) else max(qmin, round(lo / scale) + zp)
+    high = qmax if math.isinf(hi) else min(qmax, round(hi / scale) + zp)
+    return low, high
+
+
+@pytest.mark.parametrize("act, groups, stride, pad, z_x", [
+    ("uint8", 1, 1, 1, 7),     # u8 × s8 with a zero point that padding must use
+    ("uint8", 8, 1, 1, 0),     # depthwise
+    ("uint8", 2, 2, 0, 131),   # grouped, strided
+    ("int8", 1, 1, 1, 0),      # s8 × s8 (ARM sdot / CUDA dp4a)
+])
+def test_conv2d_bias_relu6_requantize_is_exact(act, groups, stride, pad, z_x):
+    c, k = 8, 8
+    lo_q, hi_q = (0, 255) if act == "uint8" else (-128, 127)
+    x = RNG.integers(lo_q, hi_q + 1, (1, c, 9, 9)).astype(act)
+    wq = RNG.integers(-127, 128, (k, c // groups, 3, 3)).astype(np.int8)
+    s_x, s_w = 0.02, RNG.uniform(0.001, 0.01, k)
+    bias = RNG.normal(0, 0.5, k).astype(np.float32)
+    s_o, z_o = 0.03, (5 if act == "uint8" else 0)
+
+    def build(bb, xv):
+        y = bb.emit(R.nn.conv2d(dq(xv, s_x, z_x), dq(const(wq, "int8"), s_w, np.zeros(k), axis=0),
+                                strides=[stride, stride], padding=[pad] * 4, groups=groups))
+        y = bb.emit(R.add(y, const(bias.reshape(1, k, 1, 1), "float32")))
+        y = bb.emit(R.clip(y, 0.0, 6.0))
+        return q(y, s_o, z_o, act)
+
+    got = realize_and_run(build, {"x": x})
+    acc = conv_int(x.astype(np.int64) - z_x, wq, stride, pad, groups, 0)
+    in_scale = s_x * s_w.astype(np.float32).astype(np.float64)
+    acc += np.round(bias.astype(np.float64) / in_scale).astype(np.int64).reshape(1, k, 1, 1)
+    m0, shift = fixed_point_multiplier(in_scale / np.float64(np.float32(s_o)))
+    low, high = clamp_bounds(0.0, 6.0, np.float32(s_o), z_o, lo_q, hi_q)
+    expected = requantize(acc, m0.reshape(1, k, 1, 1), shift.reshape(1, k, 1, 1), z_o, low, high)
+    np.testing.assert_array_equal(got, expected)
+    real = np.clip(conv_int(x.astype(np.int64) - z_x, wq, stride, pad, groups, 0) * in_scale.reshape(1, k, 1, 1)
+                   + bias.reshape(1, k, 1, 1), 0, 6)
+    assert np.abs(got.astype(np.int64) - np.clip(np.round(real / s_o) + z_o, lo_q, hi_q)).max() <= 1
+
+
+def test_matmul_with_float_output_is_exact():
+    x = RNG.integers(0, 256, (1, 16)).astype(np.uint8)
+    wq = RNG.integers(-127, 128, (16, 8)).astype(np.int8)
+    s_x, z_x, s_w = 0.05, 100, RNG.uniform(0.001, 0.01, 8)
+
+    def build(bb, xv):
+        return R.matmul(dq(xv, s_x, z_x), dq(const(wq, "int8"), s_w, np.zeros(8), axis=1))
+
+    got = realize_and_run(build, {"x": x})
+    acc = (x.astype(np.int64) - z_x) @ wq.astype(np.int64)
+    expected = (acc.astype(np.float32) * (np.float32(s_x) * s_w.astype(np.float32))).astype(np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def rescaled(q_inputs, scales, zps, s_o, z_o, lo, hi):
+    """The integer rescale-and-sum reference: one common shift, one rounding."""
+    multipliers = [np.float64(np.float32(s)) / np.float64(np.float32(s_o)) for s in scales]
+    shift = 31 - math.frexp(max(multipliers))[1]
+    total = sum((qi.astype(np.int64) - z) * round(m * 2.0**shift) for qi, z, m in zip(q_inputs, zps, multipliers))
+    return np.clip(((total + (1 << (shift - 1))) >> shift) + z_o, lo, hi)
+
+
+def test_add_of_two_quantized_tensors_is_exact():
+    a = RNG.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)
+    b = RNG.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)
+
+    def build(bb, av, bv):
+        y = bb.emit(R.add(dq(av, 0.02, 10), dq(bv, 0.05, 200)))
+        return q(y, 0.06, 128, "uint8")
+
+    got = realize_and_run(build, {"a": a, "b": b})
+    np.testing.assert_array_equal(got, rescaled([a, b], [0.02, 0.05], [10, 200], 0.06, 128, 0, 255))
+    real = (a.astype(np.float64) - 10) * 0.02 + (b.astype(np.float64) - 200) * 0.05
+    assert np.abs(got - np.clip(np.round(real / 0.06) + 128, 0, 255)).max() <= 1
+
+
+def test_concat_requantizes_only_inputs_whose_scale_differs():
+    a = RNG.integers(0, 256, (1, 2, 3, 3)).astype(np.uint8)
+    b = RNG.integers(0, 256, (1, 3, 3, 3)).astype(np.uint8)
+
+    def build(bb, av, bv):
+        y = bb.emit(R.concat([dq(av, 0.1, 0), dq(bv, 0.05, 0)], axis=1))
+        return q(y, 0.1, 0, "uint8")
+
+    got = realize_and_run(build, {"a": a, "b": b})
+    expected = np.concatenate([a, rescaled([b], [0.05], [0], 0.1, 0, 0, 255)], axis=1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_max_pool_runs_on_the_integers():
+    x = RNG.integers(0, 256, (1, 2, 6, 6)).astype(np.uint8)
+
+    def build(bb, xv):
+        y = bb.emit(R.nn.max_pool2d(dq(xv, 0.1, 3), pool_size=[2, 2], strides=[2, 2]))
+        return q(y, 0.1, 3, "uint8")
+
+    got = realize_and_run(build, {"x": x})
+    np.testing.assert_array_equal(got, x.reshape(1, 2, 3, 2, 3, 2).max(axis=(3, 5)))
+
+
+def test_global_average_pool_is_an_int32_sum_requantized():
+    x = RNG.integers(0, 256, (1, 3, 7, 7)).astype(np.uint8)
+
+    def build(bb, xv):
+        y = bb.emit(R.mean(dq(xv, 0.04, 20), axis=[2, 3], keepdims=True))
+        return q(y, 0.03, 10, "uint8")
+
+    got = realize_and_run(build, {"x": x})
+    total = (x.astype(np.int64) - 20).sum(axis=(2, 3), keepdims=True)
+    m0, shift = fixed_point_multiplier(np.float64(np.float32(0.04)) / (49 * np.float64(np.float32(0.03))))
+    np.testing.assert_array_equal(got, requantize(total, m0, shift, 10, 0, 255))
+
+
+def test_relu_after_a_non_anchor_clamps_at_the_zero_point():
+    x = RNG.integers(0, 256, (1, 8)).astype(np.uint8)
+
+    def build(bb, xv):
+        y = bb.emit(R.nn.relu(dq(xv, 0.1, 128)))
+        return q(y, 0.1, 128, "uint8")
+
+    np.testing.assert_array_equal(realize_and_run(build, {"x": x}), np.maximum(x, 128))
+
+
+def test_requantize_between_two_scales():
+    x = RNG.integers(-128, 128, (1, 10)).astype(np.int8)
+
+    def build(bb, xv):
+        return q(dq(xv, 0.1, 0), 0.3, 0, "int8")
+
+    np.testing.assert_array_equal(realize_and_run(build, {"x": x}), rescaled([x], [0.1], [0], 0.3, 0, -128, 127))
