@@ -91,7 +91,6 @@ class CompiledModel:
 
     def __init__(self, module, sidecar: Sidecar, name: str = "the model"):
         """`module`: a relax.Executable or a loaded library, described by `sidecar`."""
-        import tvm
         from tvm import relax
 
         self.sidecar = sidecar

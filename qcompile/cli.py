@@ -160,7 +160,7 @@ def _triple(text: str) -> tuple[float, float, float]:
     return values
 
 
-def quant_config(args, spec) -> "QuantConfig":
+def quant_config(args, spec):
     from .calibrate import CalibrationConfig
     from .quantize import QuantConfig
 
@@ -173,7 +173,7 @@ def quant_config(args, spec) -> "QuantConfig":
     )
 
 
-def data_source(args) -> "DataSource":
+def data_source(args):
     import dataclasses
 
     from .calibdata import DataSource
@@ -270,19 +270,20 @@ def _eval(args) -> int:
 def _inspect(args) -> int:
     from tabulate import tabulate
 
-    from . import importer
+    from . import importer, ops
 
     model = importer.load(args.model)
     supported = importer.supported_ops()
+    quantizable = {t for rule in ops.all_rules() for t in rule.onnx_types}
     print(f"{args.model}  (opset {model.opset}, sha256 {model.sha256[:12]})\n")
     rows = [("input", s.name, _dims(s.shape), s.dtype) for s in model.inputs]
     rows += [("output", s.name, _dims(s.shape), s.dtype) for s in model.outputs]
     print(tabulate(rows, headers=["", "name", "shape", "dtype"], tablefmt="github"))
     print()
-    ops = sorted(model.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
-    print(tabulate([(op, n, "yes" if op in supported else "NO") for op, n in ops],
-                   headers=["operator", "count", "supported"], tablefmt="github"))
-    missing = [op for op, _ in ops if op not in supported]
+    counts = sorted(model.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    print(tabulate([(op, n, "yes" if op in supported else "NO", "yes" if op in quantizable else "fp32")
+                    for op, n in counts], headers=["operator", "count", "supported", "int8"], tablefmt="github"))
+    missing = [op for op, _ in counts if op not in supported]
     if missing:
         print(f"\nnot supported: {', '.join(missing)}")
     return 0

@@ -1,6 +1,5 @@
 """Commands other than build: inspect, targets, help, and a CUDA build without a GPU."""
 
-import pytest
 
 import qcompile
 from conftest import model_path, run_cli
@@ -10,7 +9,8 @@ def test_inspect_lists_operators_and_signature(capsys):
     assert run_cli("inspect", model_path("mnist")) == 0
     out = capsys.readouterr().out
     assert "Input3" in out and "1x1x28x28" in out and "Plus214_Output_0" in out
-    assert "| Conv       |       2 | yes" in out
+    assert "| Conv       |       2 | yes         | yes    |" in out
+    assert "| Relu       |       2 | yes         | yes    |" in out
 
 
 def test_targets_lists_presets(capsys):

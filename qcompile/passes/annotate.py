@@ -11,7 +11,7 @@ from tvm.relax import PyExprMutator, expr_functor
 
 from .. import ops
 from ..ops import Role
-from .common import QUANT_POINT, WEIGHT_POINT, bias_of, clamp_of, op_name
+from .common import QUANT_POINT, WEIGHT_POINT, bias_of, clamp_of, op_name, rewrite_main
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +36,7 @@ class Annotate:
 
     def transform_module(self, mod, ctx):
         requests, weights, classes, labels = _plan(mod["main"], self.exclusions)
-        mutator = _InsertMarkers(mod, requests, weights, classes, labels)
-        func = mutator.visit_expr(mod["main"])
-        mutator.builder_.update_func(mod.get_global_var("main"), func)
-        return mutator.builder_.get()
+        return rewrite_main(_InsertMarkers(mod, requests, weights, classes, labels), mod)
 
 
 def _plan(func: relax.Function, exclusions: Exclusions):

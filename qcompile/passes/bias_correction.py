@@ -6,7 +6,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
 from ..qparams import quantize_weight, weight_params
-from .common import QUANT_POINT, WEIGHT_POINT, bias_of, constant_value, marker, op_name
+from .common import QUANT_POINT, WEIGHT_POINT, bias_of, constant_value, marker, op_name, rewrite_main
 
 
 def _mean_shift(call, weight, axis, per_channel, input_mean) -> np.ndarray | None:
@@ -66,7 +66,4 @@ class CorrectBias:
         self.means, self.per_channel = means, per_channel
 
     def transform_module(self, mod, ctx):
-        mutator = _Correct(mod, self.means, self.per_channel)
-        func = mutator.visit_expr(mod["main"])
-        mutator.builder_.update_func(mod.get_global_var("main"), func)
-        return mutator.builder_.get()
+        return rewrite_main(_Correct(mod, self.means, self.per_channel), mod)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
 
@@ -12,18 +13,8 @@ QUANT_POINT = "qcompile.quant_point"  # marks an activation to quantize: (x, id,
 WEIGHT_POINT = "qcompile.weight_point"  # marks a constant weight to quantize: (w, axis)
 
 
-def is_op(expr, name: str) -> bool:
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm_op_type()) and expr.op.name == name
-
-
-def tvm_op_type():
-    import tvm
-
-    return tvm.ir.Op
-
-
 def op_name(expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm_op_type()):
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
         return expr.op.name
     return None
 
@@ -63,3 +54,10 @@ def bias_of(call) -> tuple[relax.Expr, np.ndarray] | None:
         if value is not None and constant_value(operand) is None:
             return operand, value
     return None
+
+
+def rewrite_main(mutator, mod):
+    """Run a PyExprMutator over `main` and return the module it builds."""
+    func = mutator.visit_expr(mod["main"])
+    mutator.builder_.update_func(mod.get_global_var("main"), func)
+    return mutator.builder_.get()

@@ -5,7 +5,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
 from ..qparams import QuantParams, quantize_weight, weight_params
-from .common import QUANT_POINT, constant_value, marker
+from .common import QUANT_POINT, constant_value, marker, rewrite_main
 
 
 def qdq_args(params: QuantParams):
@@ -46,7 +46,4 @@ class InsertQDQ:
         self.params, self.per_channel, self.keep_markers = params, per_channel, keep_markers
 
     def transform_module(self, mod, ctx):
-        mutator = _ToQDQ(mod, self.params, self.per_channel, self.keep_markers)
-        func = mutator.visit_expr(mod["main"])
-        mutator.builder_.update_func(mod.get_global_var("main"), func)
-        return mutator.builder_.get()
+        return rewrite_main(_ToQDQ(mod, self.params, self.per_channel, self.keep_markers), mod)

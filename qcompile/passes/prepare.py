@@ -2,12 +2,11 @@
 
 import math
 
-import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
-from .common import constant_value, op_name
+from .common import constant_value, op_name, rewrite_main
 
 
 @expr_functor.mutator
@@ -52,10 +51,7 @@ class Prepare:
         mod = relax.transform.FoldBatchnormToConv2D()(mod)
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.FoldConstant()(mod)
-        mutator = _Canonicalize(mod)
-        func = mutator.visit_expr(mod["main"])
-        mutator.builder_.update_func(mod.get_global_var("main"), func)
-        mod = mutator.builder_.get()
+        mod = rewrite_main(_Canonicalize(mod), mod)
         mod = relax.transform.FoldConstant()(mod)
         mod = relax.transform.CanonicalizeBindings()(mod)
         return relax.transform.DeadCodeElimination(["main"])(mod)

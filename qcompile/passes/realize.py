@@ -14,7 +14,7 @@ from tvm.relax import op as R
 from .. import ops
 from ..ops import Role
 from ..qparams import QuantParams, fixed_point_multiplier
-from .common import bias_of, clamp_of, constant_value, op_name
+from .common import bias_of, clamp_of, constant_value, op_name, rewrite_main
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +143,12 @@ class _Matcher(PyExprMutator):
         return QInput(q=q, params=params, value=constant_value(q), shape=shape)
 
 
+    def anchor_inputs(self, call) -> list[QInput] | None:
+        """The dequantized data and weight of an anchor, or None if either is not dequantized."""
+        inputs = [self.dequantized(a) for a in call.args[:2]]
+        return None if any(i is None for i in inputs) else inputs
+
+
 def params_of(call, dtype) -> QuantParams | None:
     """The constant scale/zero point of a quantize or dequantize call."""
     scale, zero_point = constant_value(call.args[1]), constant_value(call.args[2])
@@ -180,10 +186,8 @@ class _RealizeQuantized(_Matcher):
         rule = ops.lookup(op_name(node) or "")
         if rule is None or rule.role is not Role.ANCHOR:
             return None
-        inputs = [self.dequantized(a) for a in node.args[:2]]
-        if any(i is None for i in inputs):
-            return None
-        return rule.realize(self.ctx, node, inputs, out, (lo, hi), bias)
+        inputs = self.anchor_inputs(node)
+        return None if inputs is None else rule.realize(self.ctx, node, inputs, out, (lo, hi), bias)
 
     def _single_op(self, x, out):
         """quantize(op(dequantize(q), ...)) for a merge or pass-through op, and quantize(dequantize(q))."""
@@ -216,18 +220,13 @@ class _RealizeFloatOutputAnchors(_Matcher):
         rule = ops.lookup(op_name(call) or "")
         if rule is None or rule.role is not Role.ANCHOR:
             return call
-        inputs = [self.dequantized(a) for a in call.args[:2]]
-        if any(i is None for i in inputs):
-            return call
-        result = rule.realize(self.ctx, call, inputs, None, None, None)
+        inputs = self.anchor_inputs(call)
+        result = None if inputs is None else rule.realize(self.ctx, call, inputs, None, None, None)
         return call if result is None else result
 
 
 def _run(mutator_class, mod):
-    mutator = mutator_class(mod)
-    func = mutator.visit_expr(mod["main"])
-    mutator.builder_.update_func(mod.get_global_var("main"), func)
-    mod = mutator.builder_.get()
+    mod = rewrite_main(mutator_class(mod), mod)
     return relax.transform.DeadCodeElimination(["main"])(relax.transform.CanonicalizeBindings()(mod))
 
 

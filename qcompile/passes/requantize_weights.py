@@ -7,7 +7,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from .. import ops
 from ..ops import Role
 from ..qparams import quantize_weight, weight_params
-from .common import constant_value, op_name
+from .common import constant_value, op_name, rewrite_main
 from .insert_qdq import qdq_args
 
 
@@ -46,7 +46,4 @@ class RequantizeWeights:
         self.per_channel = per_channel
 
     def transform_module(self, mod, ctx):
-        mutator = _Requantize(mod, self.per_channel)
-        func = mutator.visit_expr(mod["main"])
-        mutator.builder_.update_func(mod.get_global_var("main"), func)
-        return mutator.builder_.get()
+        return rewrite_main(_Requantize(mod, self.per_channel), mod)

@@ -1,0 +1,114 @@
+"""INT8 accuracy of qcompile (every calibration method) beside onnxruntime's quantize_static, on the shared data.
+
+Calibrates on 100 images spread over the 1,000-image ImageNet sample and evaluates on the other 900 (MNIST: 100
+of the 10,000 test digits, evaluated on the other 9,900), and prints a Markdown table.
+
+    python benchmarks/accuracy.py [--shared ../shared] > accuracy.md
+"""
+
+import argparse
+import contextlib
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qcompile import artifact, datasets, evaluate, targets
+from qcompile.build import BuildConfig, compile_model
+from qcompile.calibdata import DataSource
+from qcompile.calibrate import METHODS, CalibrationConfig
+from qcompile.quantize import QuantConfig
+
+CALIBRATION = 100
+MODELS = {  # name → (file, preprocessing preset or "mnist")
+    "MobileNet v1 0.75": ("mobilenet_v1_0.75_224_keras.onnx", "tf"),
+    "SqueezeNet 1.1": ("squeezenet1.1_caffe2_fp32_op13.onnx", "caffe"),
+    "MNIST CNN": ("mnist-cntk-opset7.onnx", "mnist"),
+}
+
+
+def data_for(shared: Path, kind: str):
+    if kind == "mnist":
+        images = shared / "data/mnist/t10k-images-idx3-ubyte.gz"
+        return DataSource(images, count=CALIBRATION), DataSource(images, count=10**6), \
+            shared / "data/mnist/t10k-labels-idx1-ubyte.gz"
+    folder = shared / "data/imagenet-sample"
+    preprocess = datasets.PREPROCESS_PRESETS[kind]
+    return (DataSource(folder, count=CALIBRATION, preprocess=preprocess),
+            DataSource(folder, count=10**6, preprocess=preprocess), shared / "data/imagenet_synsets.txt")
+
+
+def qcompile_scores(model_path, calib, samples, precision, method):
+    config = BuildConfig(model=model_path, target=targets.resolve("x86"), output=Path("unused.so"),
+                         precision=precision, calib=calib, quiet=True,
+                         quant=QuantConfig(calibration=CalibrationConfig(method=method or "minmax")))
+    executable, sidecar = compile_model(config)
+    model = artifact.CompiledModel(executable, sidecar)
+    return evaluate.scores(model, samples, f"{model_path.name} {precision} {method or ''}", quiet=False)
+
+
+def onnxruntime_scores(model_path, calib_samples, samples, input_name, method):
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{input_name: s[0]} for s in calib_samples])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    path = model_path
+    if method is not None:
+        path = Path(tempfile.mkdtemp()) / "qdq.onnx"
+        with contextlib.redirect_stdout(sys.stderr):  # it prints its progress on stdout
+            quantize_static(str(model_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, method))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.stack([session.run(None, {input_name: s[0]})[0].reshape(-1) for s in samples])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    args = parser.parse_args()
+    print(f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
+          f"x86 preset {targets.resolve('x86').key()}\n")
+    print("| model | quantizer | calibration | top-1 | top-5 | top-1 Δ vs FP32 | INT8/FP32 top-1 agreement |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (file, kind) in MODELS.items():
+        model_path = args.shared / "models" / file
+        calib, held_out, labels = data_for(args.shared, kind)
+        from qcompile import calibdata, importer
+
+        onnx_model = importer.load(model_path)
+        inputs = importer.static_inputs(onnx_model, {})
+        calib_samples = calibdata.samples(calib, inputs)
+        samples, y = evaluate.load(evaluate.EvalData(held_out, labels, calibration_count=CALIBRATION), inputs)
+        start = time.time()
+        fp32 = onnxruntime_scores(model_path, None, samples, inputs[0].name, None)
+        rows = [("FP32 (onnxruntime)", "", fp32)]
+        for method in ("MinMax", "Entropy", "Percentile"):
+            rows.append(("onnxruntime quantize_static (QDQ, per-channel, u8×s8)", method,
+                         onnxruntime_scores(model_path, calib_samples, samples, inputs[0].name, method)))
+        rows.append(("qcompile FP32", "", qcompile_scores(model_path, calib, samples, "fp32", None)))
+        for method in METHODS:
+            rows.append(("qcompile INT8 (per-channel, u8×s8)", method,
+                         qcompile_scores(model_path, calib, samples, "int8", method)))
+        top1_fp32 = evaluate.accuracy(fp32, y, 1)
+        for quantizer, method, s in rows:
+            agreement = np.mean(s.argmax(1) == fp32.argmax(1))
+            top1 = evaluate.accuracy(s, y, 1)
+            print(f"| {name} ({len(samples)} held-out) | {quantizer} | {method} | {top1:.4f} | "
+                  f"{evaluate.accuracy(s, y, 5):.4f} | {100 * (top1 - top1_fp32):+.2f} pt | {agreement:.4f} |",
+                  flush=True)
+        print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
