@@ -1,0 +1,86 @@
+"""Graph patterns beyond the shared models: batch norm to fold, a residual Add, Concat of differing scales."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import qcompile
+from conftest import run_cli
+from qcompile import importer
+from qcompile.passes.prepare import Prepare
+from qcompile.report import count_ops
+
+RNG = np.random.default_rng(7)
+
+
+def weight(name, *shape, scale=0.3):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def save_model(nodes, inits, path, out_shape):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def residual_model(tmp_path_factory):
+    """conv → BN → relu → conv → (+ skip) → relu → concat(·, branch) → GAP → flatten → Gemm."""
+    inits = [weight("w1", 8, 4, 3, 3), weight("w2", 8, 8, 3, 3), weight("w3", 8, 8, 1, 1), weight("fc", 5, 16),
+             numpy_helper.from_array(RNG.uniform(0.5, 2, 8).astype(np.float32), "gamma"),
+             numpy_helper.from_array(RNG.normal(0, 0.2, 8).astype(np.float32), "beta"),
+             numpy_helper.from_array(RNG.normal(0, 0.2, 8).astype(np.float32), "mean"),
+             numpy_helper.from_array(RNG.uniform(0.5, 2, 8).astype(np.float32), "var")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["b1"], name="bn1"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["s"], name="residual"),
+        helper.make_node("Relu", ["s"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r1", "w3"], ["c3"], name="branch"),
+        helper.make_node("Concat", ["r2", "c3"], ["cat"], name="concat", axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc"], ["y"], name="fc", transB=1),
+    ]
+    return save_model(nodes, inits, tmp_path_factory.mktemp("residual") / "residual.onnx", [1, 5])
+
+
+def calibration_file(tmp_path):
+    path = tmp_path / "calib.npy"
+    np.save(path, RNG.uniform(-1, 1, (64, 1, 4, 12, 12)).astype(np.float32))
+    return path
+
+
+def test_prepare_folds_batch_norm_into_the_conv(residual_model):
+    model = importer.load(residual_model)
+    prepared = Prepare()(importer.to_relax(model, importer.static_inputs(model, {})))
+    _, float_anchors, ops = count_ops(prepared)
+    assert "relax.nn.batch_norm" not in ops["float"] and float_anchors == 4
+
+
+def test_residual_add_and_concat_run_in_integers(residual_model, tmp_path):
+    import onnxruntime as ort
+
+    library = tmp_path / "residual.so"
+    assert run_cli("build", residual_model, "--calib", calibration_file(tmp_path), "-o", library, "-q",
+                   "--report", tmp_path / "residual_report.md") == 0
+    counts = json.loads((tmp_path / "residual_report.json").read_text())
+    assert counts["integer_anchors"] == 4 and counts["float_anchors"] == 0
+    # the residual add, the concat's requantize and the pooling are integer; FP32 is only the Gemm's rescale
+    assert set(counts["ops"]["float"]) == {"relax.astype", "relax.multiply"}
+    assert "relax.concat" in counts["ops"]["integer"]
+    model = qcompile.load(library)
+    session = ort.InferenceSession(str(residual_model), providers=["CPUExecutionProvider"])
+    for x in RNG.uniform(-1, 1, (8, 1, 4, 12, 12)).astype(np.float32):
+        ours, reference = model(x)[0], session.run(None, {"x": x})[0]
+        # 8-bit activations and weights: a few percent of the output's range
+        np.testing.assert_allclose(ours, reference, atol=0.05 * np.abs(reference).max())
