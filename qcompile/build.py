@@ -25,6 +25,7 @@ class BuildConfig:
     quant: QuantConfig = QuantConfig()
     calib: DataSource | None = None  # required for int8
     report: Path | None = None  # Markdown quantization report (JSON beside it)
+    bundle: Path | None = None  # deploy kit folder: library, TVM runtime for the target, C++ runner
     quiet: bool = False
 
 
@@ -34,6 +35,10 @@ def build(config: BuildConfig) -> artifact.Sidecar:
     executable, sidecar = compile_model(config)
     with progress.step(f"exporting {config.output}", config.quiet):
         artifact.write(lambda path: compiler.export_library(executable, config.target, path), sidecar, config.output)
+    if config.bundle is not None:
+        from .deploy.bundle import write_bundle
+
+        write_bundle(config.output, config.target, config.bundle, config.quiet)
     return sidecar
 
 

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--report", type=Path, metavar="REPORT.md",
                        help="write a quantization report (Markdown, and JSON beside it): each quantized tensor's "
                             "SQNR and cosine against FP32, worst first, integer vs float operator counts, scales")
+    build.add_argument("--bundle", type=Path, metavar="DIR",
+                       help="also write a deploy kit to DIR: the library, the TVM runtime for the target's CPU "
+                            "(x86_64 or aarch64), a C++ runner (source and binary) and a README for the board")
     build.set_defaults(handler=_build)
 
     run = sub.add_parser("run", parents=[common], help="run a built library on inputs from .npy/.npz files",
@@ -214,7 +217,7 @@ def _build(args) -> int:
         model=args.model, target=spec, output=output,
         input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,
         quant=quant_config(args, spec), calib=data_source(args) if int8 else None,
-        report=args.report if int8 else None, quiet=args.quiet,
+        report=args.report if int8 else None, bundle=args.bundle, quiet=args.quiet,
     )
     sidecar = build(config)
     print(f"wrote {output} and {output.with_suffix('.json').name} ({sidecar.precision}, target {spec.name})")

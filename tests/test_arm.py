@@ -1,0 +1,92 @@
+"""Cross-compiled ARM builds run under qemu-aarch64 through the deploy kit, and match the x86 build."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import qcompile
+from conftest import calibration_args, model_path, real_inputs, run_cli
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64-static") is None,
+    reason="needs g++-aarch64-linux-gnu and qemu-user-static (setup.sh installs them)",
+)
+QEMU = ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"]
+
+
+@pytest.fixture(scope="module")
+def mobilenet_builds(tmp_path_factory):
+    """MobileNet for rpi4 and rpi5 (with deploy kits) and for x86 with the same int8 activations, FP32 and INT8."""
+    out = tmp_path_factory.mktemp("arm")
+    calib = calibration_args("mobilenet", 16)
+    builds = {}
+    for target in ("rpi4", "rpi5", "x86"):
+        for precision in ("fp32", "int8"):
+            name = f"{target}_{precision}"
+            args = ["build", model_path("mobilenet"), "--target", target, "--precision", precision, "-q",
+                    "-o", out / f"{name}.so", *calib]
+            if target == "x86":
+                args += ["--activation-dtype", "int8"]  # what the ARM presets use, so the integers can match
+            else:
+                args += ["--bundle", out / name]
+            assert run_cli(*args) == 0
+            builds[name] = out / (name if target != "x86" else f"{name}.so")
+    return builds
+
+
+def run_under_qemu(kit, cpu, x, tmp_path):
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run([*QEMU, "-cpu", cpu, str(kit / "qcompile-runner"), str((kit / "model.so").resolve()),
+                             str(tmp_path / "y"), str(tmp_path / "x.npy")], capture_output=True, text=True,
+                            timeout=600)
+    return result, (np.load(tmp_path / "y0.npy") if result.returncode == 0 else None)
+
+
+@pytest.mark.parametrize("target, cpu", [("rpi4", "cortex-a72"), ("rpi5", "cortex-a76")])
+def test_int8_arm_build_matches_x86_bit_for_bit(mobilenet_builds, target, cpu, tmp_path):
+    x86 = qcompile.load(mobilenet_builds["x86_int8"])
+    for x in real_inputs("mobilenet", 2, start=300):
+        result, y = run_under_qemu(mobilenet_builds[f"{target}_int8"], cpu, x, tmp_path)
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_array_equal(y, x86(x)[0])
+
+
+@pytest.mark.parametrize("target, cpu", [("rpi4", "cortex-a72"), ("rpi5", "cortex-a76")])
+def test_fp32_arm_build_matches_x86(mobilenet_builds, target, cpu, tmp_path):
+    x86 = qcompile.load(mobilenet_builds["x86_fp32"])
+    for x in real_inputs("mobilenet", 2, start=400):
+        result, y = run_under_qemu(mobilenet_builds[f"{target}_fp32"], cpu, x, tmp_path)
+        assert result.returncode == 0, result.stderr
+        reference = x86(x)[0]
+        np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_rpi5_int8_uses_dot_product_instructions(mobilenet_builds):
+    listing = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(mobilenet_builds["rpi5_int8"] / "model.so")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "sdot" in listing
+
+
+def test_rpi5_int8_build_is_not_for_a_cortex_a72(mobilenet_builds, tmp_path):
+    """The dot-product instructions are really the board's: a Pi 4's CPU cannot run them."""
+    x = real_inputs("mobilenet", 1)[0]
+    result, _ = run_under_qemu(mobilenet_builds["rpi5_int8"], "cortex-a72", x, tmp_path)
+    assert result.returncode != 0
+
+
+def test_deploy_kit_holds_runtime_runner_and_readme(mobilenet_builds):
+    kit = mobilenet_builds["rpi4_int8"]
+    names = {p.relative_to(kit).as_posix() for p in kit.rglob("*")}
+    assert {"model.so", "model.json", "qcompile-runner", "src/runner.cc", "README.md", "lib/libtvm_runtime.so",
+            "lib/libtvm_ffi.so"} <= names
+    elf_header = (kit / "lib" / "libtvm_runtime.so").read_bytes()[:20]
+    assert elf_header[:4] == b"\x7fELF" and int.from_bytes(elf_header[18:20], "little") == 183  # EM_AARCH64
+    readme = (kit / "README.md").read_text()
+    assert "glibc" in readme and "pip install apache-tvm==" in readme
+
+
+def test_loading_an_arm_library_on_x86_says_why_it_cannot_run(mobilenet_builds):
+    with pytest.raises(qcompile.QcompileError, match="built for aarch64-linux-gnu"):
+        qcompile.load(mobilenet_builds["rpi4_int8"] / "model.so")
