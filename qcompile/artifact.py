@@ -89,12 +89,12 @@ def read_sidecar(library: Path) -> Sidecar:
 class CompiledModel:
     """A built model loaded for execution: call it with arrays (positionally or by input name)."""
 
-    def __init__(self, module, sidecar: Sidecar, name: str = "the model"):
-        """`module`: a relax.Executable or a loaded library, described by `sidecar`."""
+    def __init__(self, module, sidecar: Sidecar, name: str = "the model", device=None):
+        """`module`: a relax.Executable or a loaded library (local, or on an RPC session with its `device`)."""
         from tvm import relax
 
         self.sidecar = sidecar
-        self.device = _local_device(sidecar, name)
+        self.device = device if device is not None else _local_device(sidecar, name)
         self._vm = relax.VirtualMachine(module, self.device)
 
     @property

@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="input data: a .npy for a one-input model, NAME=FILE.npy per input, or one .npz keyed by "
                           "input name; repeatable")
     run.add_argument("-o", "--output", type=Path, help="save the outputs to this .npz, keyed by output name")
+    _add_rpc_options(run)
     run.set_defaults(handler=_run)
 
     evaluate = sub.add_parser("eval", parents=[common], help="top-1/top-5 of FP32 and INT8 on labelled data",
@@ -102,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
                              description="List the target presets in targets/ with their TVM target dicts.")
     targets.set_defaults(handler=_targets)
     return parser
+
+
+def _add_rpc_options(parser: argparse.ArgumentParser) -> None:
+    rpc = parser.add_argument_group("remote board (TVM RPC)")
+    rpc.add_argument("--rpc", metavar="HOST:PORT",
+                     help="run on the board whose RPC server (e.g. the deploy kit's qcompile-rpc-server) listens here")
+    rpc.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                     help="run on a board taken from this TVM RPC tracker (with --rpc-key)")
+    rpc.add_argument("--rpc-key", metavar="KEY", help="the key the boards registered with (tracker) or require")
 
 
 def _add_input_shape(parser: argparse.ArgumentParser) -> None:
@@ -226,9 +236,11 @@ def _build(args) -> int:
 
 def _run(args) -> int:
     from .artifact import load
+    from .deploy import remote
     from .runio import read_inputs, save_outputs, summarize
 
-    model = load(args.library)
+    board = remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key)
+    model = load(args.library) if board is None else remote.load(args.library, board)
     outputs = model(**read_inputs(args.input, model.inputs))
     named = {sig.name: value for sig, value in zip(model.outputs, outputs)}
     print(summarize(named))

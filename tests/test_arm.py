@@ -79,8 +79,8 @@ def test_rpi5_int8_build_is_not_for_a_cortex_a72(mobilenet_builds, tmp_path):
 def test_deploy_kit_holds_runtime_runner_and_readme(mobilenet_builds):
     kit = mobilenet_builds["rpi4_int8"]
     names = {p.relative_to(kit).as_posix() for p in kit.rglob("*")}
-    assert {"model.so", "model.json", "qcompile-runner", "src/runner.cc", "README.md", "lib/libtvm_runtime.so",
-            "lib/libtvm_ffi.so"} <= names
+    assert {"model.so", "model.json", "qcompile-runner", "qcompile-rpc-server", "src/runner.cc", "src/rpc_server.cc",
+            "README.md", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"} <= names
     elf_header = (kit / "lib" / "libtvm_runtime.so").read_bytes()[:20]
     assert elf_header[:4] == b"\x7fELF" and int.from_bytes(elf_header[18:20], "little") == 183  # EM_AARCH64
     readme = (kit / "README.md").read_text()
@@ -90,3 +90,36 @@ def test_deploy_kit_holds_runtime_runner_and_readme(mobilenet_builds):
 def test_loading_an_arm_library_on_x86_says_why_it_cannot_run(mobilenet_builds):
     with pytest.raises(qcompile.QcompileError, match="built for aarch64-linux-gnu"):
         qcompile.load(mobilenet_builds["rpi4_int8"] / "model.so")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rpc_round_trip_to_an_aarch64_server_under_qemu(mobilenet_builds, tmp_path):
+    """The kit's RPC server runs as aarch64 code under qemu on loopback; the host uploads, runs, gets outputs."""
+    kit = mobilenet_builds["rpi4_int8"]
+    port = free_port()
+    server = subprocess.Popen([*QEMU, "-cpu", "cortex-a72", str(kit / "qcompile-rpc-server"), "--host", "127.0.0.1",
+                               "--port", str(port), "--once"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in server.stdout.readline()
+        x = real_inputs("mobilenet", 1, start=600)[0]
+        np.save(tmp_path / "x.npy", x)
+        assert run_cli("run", kit / "model.so", "--rpc", f"127.0.0.1:{port}", "-i", tmp_path / "x.npy",
+                       "-o", tmp_path / "y.npz") == 0
+        remote = np.load(tmp_path / "y.npz")["probs"]
+        np.testing.assert_array_equal(remote, qcompile.load(mobilenet_builds["x86_int8"])(x)[0])
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+def test_unreachable_rpc_server_is_one_line(mobilenet_builds, capsys):
+    assert run_cli("run", mobilenet_builds["rpi4_int8"] / "model.so", "--rpc", f"127.0.0.1:{free_port()}",
+                   "-i", "x.npy") == 2
+    assert "cannot reach the RPC server" in capsys.readouterr().err

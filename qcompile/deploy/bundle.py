@@ -15,7 +15,8 @@ from .. import artifact, progress
 from ..errors import QcompileError
 from ..targets import TargetSpec
 
-RUNNER_SOURCE = Path(__file__).with_name("runner.cc")
+PROGRAMS = {"qcompile-runner": Path(__file__).with_name("runner.cc"),
+            "qcompile-rpc-server": Path(__file__).with_name("rpc_server.cc")}
 RUNTIME_LIBS = {"apache-tvm": "tvm/lib/libtvm_runtime.so", "apache-tvm-ffi": "tvm_ffi/lib/libtvm_ffi.so"}
 WHEEL_GLIBC = "2.28"  # both wheels are manylinux_2_28 for aarch64
 
@@ -65,30 +66,33 @@ def runtime_libraries(arch: str, quiet: bool = False) -> Path:
     return folder
 
 
-def build_runner(spec: TargetSpec, runtime: Path, output: Path) -> None:
-    """Compile runner.cc for the target's CPU, linked to the runtime in `runtime`, found in ./lib at run time."""
+def build_program(source: Path, spec: TargetSpec, runtime: Path, output: Path) -> None:
+    """Compile a C++ program for the target's CPU, linked to the runtime in `runtime`, found in ./lib at run time."""
     import tvm_ffi
 
     include = Path(tvm_ffi.__file__).parent / "include"
     compiler = spec.cc or "g++"
     if shutil.which(compiler) is None:
         raise QcompileError(f"C++ compiler '{compiler}' not found; install it (apt-get install g++-aarch64-linux-gnu)")
-    command = [compiler, "-std=c++17", "-O2", "-o", str(output), str(RUNNER_SOURCE), f"-I{include}", f"-L{runtime}",
+    command = [compiler, "-std=c++17", "-O2", "-o", str(output), str(source), f"-I{include}", f"-L{runtime}",
                "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN/lib"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise QcompileError(f"building the runner failed: {result.stderr.strip().splitlines()[-1]}")
+        raise QcompileError(f"building {output.name} failed: {result.stderr.strip().splitlines()[-1]}")
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) for p in version.split("."))
 
 
 def minimum_glibc(binary: Path, spec: TargetSpec) -> str:
-    """The newest GLIBC_x.y symbol version the runner needs, or the wheels' 2.28 if that is newer."""
+    """The newest GLIBC_x.y symbol version a program needs, or the wheels' 2.28 if that is newer."""
     objdump = (spec.cc or "g++").replace("g++", "objdump")
     if shutil.which(objdump) is None:
         objdump = "objdump"
     listing = subprocess.run([objdump, "-T", str(binary)], capture_output=True, text=True).stdout
-    found = [tuple(int(p) for p in v.split(".")) for v in re.findall(r"GLIBC_(\d+(?:\.\d+)+)", listing)]
-    newest = max(found + [tuple(int(p) for p in WHEEL_GLIBC.split("."))])
-    return ".".join(str(p) for p in newest)
+    found = re.findall(r"GLIBC_(\d+(?:\.\d+)+)", listing)
+    return max(found + [WHEEL_GLIBC], key=_version_key)
 
 
 def write_bundle(library: Path, spec: TargetSpec, folder: Path, quiet: bool = False) -> None:
@@ -110,9 +114,10 @@ def write_bundle(library: Path, spec: TargetSpec, folder: Path, quiet: bool = Fa
                 shutil.copy2(runtime / Path(lib).name, scratch / "lib")
             shutil.copy2(library, scratch / "model.so")
             shutil.copy2(artifact.sidecar_path(library), scratch / "model.json")
-            shutil.copy2(RUNNER_SOURCE, scratch / "src" / "runner.cc")
-            build_runner(spec, scratch / "lib", scratch / "qcompile-runner")
-            glibc = minimum_glibc(scratch / "qcompile-runner", spec)
+            for program, source in PROGRAMS.items():
+                shutil.copy2(source, scratch / "src" / source.name)
+                build_program(source, spec, scratch / "lib", scratch / program)
+            glibc = max((minimum_glibc(scratch / p, spec) for p in PROGRAMS), key=_version_key)
             (scratch / "README.md").write_text(_readme(sidecar, spec, arch, glibc))
             if folder.exists():
                 folder.rmdir()
@@ -138,8 +143,14 @@ runtime ({tvm_version}) for {arch}.
     ./qcompile-runner $PWD/model.so out_ input.npy      # writes out_0.npy, out_1.npy, ... (one per output)
 
 Inputs are `.npy` files (NumPy's format, C order) in the order of `model.json`; give the model's path absolute.
-The runner's source is `src/runner.cc`; it needs only the tvm-ffi headers (`pip install apache-tvm-ffi`, then
+Both programs' sources are in `src/`; they need only the tvm-ffi headers (`pip install apache-tvm-ffi`, then
 `python -c "import tvm_ffi, os; print(os.path.dirname(tvm_ffi.__file__) + '/include')"`) to rebuild.
+
+## Run and time it from the host, over TVM RPC
+
+On the board: `./qcompile-rpc-server --port 9090` (TVM's standard RPC protocol; `--key K` to require a key).
+On the host: `qcompile run model.so --rpc BOARD:9090 -i input.npy` uploads the library, runs it on the board
+and prints the outputs.
 
 ## Or from Python on the board
 
