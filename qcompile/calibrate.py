@@ -91,6 +91,9 @@ def _percentile_threshold(stats: TensorStats, percentile: float) -> float:
 def _entropy_threshold(stats: TensorStats, levels: int) -> float:
     """TensorRT's KL-divergence calibration: the threshold whose quantized distribution loses least information."""
     hist = stats.hist.astype(np.float64)
+    # ReLU outputs are mostly exact zeros; that spike would dominate both distributions and make any clipping
+    # look cheap (NVIDIA's pytorch-quantization does the same)
+    hist[0] = hist[1]
     best_kl, best_i = np.inf, BINS
     for i in range(levels, BINS + 1, 16):
         reference = hist[:i].copy()
