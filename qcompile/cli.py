@@ -93,6 +93,33 @@ def _parser() -> argparse.ArgumentParser:
     _add_quantization_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 
+    bench = sub.add_parser("bench", parents=[common], help="latency table: FP32 vs INT8 (vs onnxruntime)",
+                           description="Build the model in each precision, warm up, then time every variant in "
+                                       "interleaved rounds (so machine noise hits them alike) and print a table: "
+                                       "median/p90/min latency, throughput, speedups, size, INT8 agreement.")
+    bench.add_argument("model", type=Path, help="the ONNX model file")
+    bench.add_argument("-t", "--target", default="x86",
+                       help="preset, preset file or TVM target dict (default: x86); other machines need --rpc")
+    bench.add_argument("--precision", default="fp32,int8", metavar="LIST",
+                       help="comma-separated precisions to compare: fp32, int8 (default: fp32,int8)")
+    bench.add_argument("--threads", default="1", metavar="LIST",
+                       help="comma-separated thread counts, e.g. 1,2 (default: 1)")
+    bench.add_argument("--compare", choices=("onnxruntime",), action="append", default=[],
+                       help="also time onnxruntime on the same inputs (its INT8: quantize_static QDQ per-channel, "
+                            "same calibration data)")
+    bench.add_argument("--repeat", type=int, default=30, help="timed rounds per variant (default 30)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed runs per variant first (default 3)")
+    bench.add_argument("--format", choices=("md", "csv", "json"), default="md", help="table format (default md)")
+    bench.add_argument("--output", type=Path, help="write the table to this file instead of stdout")
+    bench.add_argument("--plot", type=Path, metavar="PNG", help="also draw a bar chart of the latencies")
+    bench.add_argument("--data", type=Path,
+                       help="inputs (as for --calib) on which to report INT8-vs-FP32 top-1 agreement")
+    bench.add_argument("--data-count", type=int, default=100, help="samples of --data to use (default 100)")
+    _add_input_shape(bench)
+    _add_quantization_options(bench, precision=False)
+    _add_rpc_options(bench)
+    bench.set_defaults(handler=_bench)
+
     inspect = sub.add_parser("inspect", parents=[common], help="list a model's operators, inputs and outputs",
                              description="Show an ONNX model's input/output signature and its operators with counts, "
                                          "and whether qcompile's pipeline supports each.")
@@ -120,14 +147,15 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
                              "than a leading batch dimension, which defaults to 1; repeatable")
 
 
-def _add_quantization_options(parser: argparse.ArgumentParser) -> None:
+def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     from .build import PRECISIONS
     from .calibrate import METHODS
     from .datasets import PREPROCESS_PRESETS
 
     q = parser.add_argument_group("quantization (INT8)")
-    q.add_argument("--precision", choices=PRECISIONS, default="int8",
-                   help="int8: quantize (needs --calib); fp32: compile the model as it is (default: int8)")
+    if precision:
+        q.add_argument("--precision", choices=PRECISIONS, default="int8",
+                       help="int8: quantize (needs --calib); fp32: compile the model as it is (default: int8)")
     q.add_argument("--calib", type=Path, metavar="DIR|FILE",
                    help="calibration data: a folder of images (preprocessed as below), a .npy (samples × input "
                         "shape), an .npz keyed by input name, or an IDX file")
@@ -279,6 +307,43 @@ def _eval(args) -> int:
     print(f"{args.model.name}: {len(samples)} samples from {args.data}{note}\n")
     print(tabulate(evaluate.table(results, labels), headers=["precision", "top-1", "top-5", "top-1 agreement"],
                    tablefmt="github"))
+    return 0
+
+
+def _bench(args) -> int:
+    import dataclasses
+
+    from . import bench, targets
+    from .build import BuildConfig
+    from .deploy import remote
+
+    spec = targets.resolve(args.target)
+    try:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    except ValueError:
+        raise QcompileError(f"--threads takes comma-separated integers, got {args.threads!r}") from None
+    precisions = tuple(p.strip() for p in args.precision.split(","))
+    needs_calibration = "int8" in precisions
+    build = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
+                        input_shapes=parse_input_shapes(args.input_shape), quant=quant_config(args, spec),
+                        calib=data_source(args) if needs_calibration else None, quiet=args.quiet)
+    data = None
+    if args.data is not None:
+        data = dataclasses.replace(data_source(args), path=args.data, count=args.data_count, random=False)
+    config = bench.BenchConfig(build=build, precisions=precisions, threads=threads,
+                               compare_onnxruntime="onnxruntime" in args.compare, repeat=args.repeat,
+                               warmup=args.warmup, data=data,
+                               remote=remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key))
+    rows = bench.run(config)
+    table = bench.render(rows, args.format)
+    if args.output:
+        args.output.write_text(table)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(table, end="")
+    if args.plot:
+        bench.plot(rows, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -47,13 +47,16 @@ class RemoteSpec:
                                 f"{self.host}:{self.port}: {text[-1] if text else type(err).__name__}") from None
 
 
-def load(library: str | Path, remote: RemoteSpec) -> artifact.CompiledModel:
-    """Upload `library` to the board, load it there, and return a model whose calls run on the board."""
+def load(library: str | Path, remote: RemoteSpec, session=None) -> artifact.CompiledModel:
+    """Upload `library` to the board, load it there, and return a model whose calls run on the board.
+
+    Pass an open `session` to load several libraries over one connection (a server serves one at a time).
+    """
     library = Path(library)
     if not library.is_file():
         raise QcompileError(f"library not found: {library}")
     sidecar = artifact.read_sidecar(library)
-    session = remote.connect()
+    session = session if session is not None else remote.connect()
     session.upload(str(library), library.name)
     module = session.load_module(library.name)
     device = session.cuda(0) if sidecar.target["kind"] == "cuda" else session.cpu(0)

@@ -1,0 +1,250 @@
+"""`qcompile bench`: latency of FP32 and INT8 builds (and onnxruntime), measured interleaved in one process."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import artifact, calibdata, compiler, importer, progress
+from .build import BuildConfig, compile_model
+from .errors import QcompileError
+
+FORMATS = ("md", "csv", "json")
+COLUMNS = ["model", "target", "engine", "precision", "threads", "median ms", "p90 ms", "min ms", "p10 ms",
+           "throughput /s", "speedup vs FP32", "speedup vs onnxruntime", "size MB", "top-1 agreement"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    build: BuildConfig  # model, target, quantization and calibration, shared by every variant
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    threads: tuple[int, ...] = (1,)
+    compare_onnxruntime: bool = False
+    repeat: int = 30
+    warmup: int = 3
+    data: calibdata.DataSource | None = None  # inputs for INT8-vs-FP32 top-1 agreement
+    remote: object = None  # deploy.remote.RemoteSpec: time on a board over RPC
+
+    def __post_init__(self):
+        if self.repeat < 1 or self.warmup < 0:
+            raise QcompileError("--repeat must be at least 1 and --warmup not negative")
+        if not self.precisions or set(self.precisions) - {"fp32", "int8"}:
+            raise QcompileError("--precision takes fp32, int8 or both (comma-separated)")
+        if not self.threads or min(self.threads) < 1:
+            raise QcompileError("--threads takes positive thread counts, comma-separated")
+        if self.remote is not None and self.compare_onnxruntime:
+            raise QcompileError("--compare onnxruntime measures on this machine; it does not run over RPC")
+
+
+@dataclasses.dataclass
+class Variant:
+    engine: str
+    precision: str
+    run: object  # callable(threads) → one latency in seconds
+    size_mb: float
+    outputs: object = None  # callable(sample) → first output, for agreement
+    samples: list = dataclasses.field(default_factory=list)  # latencies per thread count
+
+
+def run(config: BenchConfig) -> list[dict]:
+    """Build the variants, time them in interleaved rounds, return one row per (variant, threads)."""
+    quiet = config.build.quiet
+    model = importer.load(config.build.model)
+    inputs = importer.static_inputs(model, config.build.input_shapes)
+    x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in inputs]
+    session = config.remote.connect() if config.remote is not None else None
+    variants = [_tvm_variant(config, precision, x, session) for precision in config.precisions]
+    if config.compare_onnxruntime:
+        variants += [_ort_variant(config, precision, inputs, x) for precision in config.precisions]
+    rows = []
+    for threads in config.threads:
+        for v in variants:
+            for _ in range(config.warmup):
+                v.run(threads)
+            v.samples = []
+        for _ in tqdm(range(config.repeat), desc=f"timing, {threads} thread(s)", unit="round", disable=quiet):
+            for v in variants:  # interleaved: machine noise hits every variant alike
+                v.samples.append(v.run(threads))
+        rows += [_row(config, model, v, threads) for v in variants]
+    _speedups(rows)
+    if config.data is not None:
+        _agreement(config, variants, rows, inputs)
+    return rows
+
+
+def _tvm_variant(config: BenchConfig, precision: str, x, session) -> Variant:
+    import tvm
+
+    build = dataclasses.replace(config.build, precision=precision)
+    executable, sidecar = compile_model(build)
+    with tempfile.TemporaryDirectory() as folder:
+        library = Path(folder) / f"{precision}.so"
+        artifact.write(lambda p: compiler.export_library(executable, build.target, p), sidecar, library)
+        size = library.stat().st_size / 1e6
+        if config.remote is not None:
+            from .deploy import remote
+
+            model = remote.load(library, config.remote, session)
+        else:
+            model = artifact.CompiledModel(executable, sidecar)
+    args = [tvm.runtime.tensor(a, model.device) for a in x]
+    evaluator = model._vm.time_evaluator("main", model.device, number=1, repeat=1)
+    configure = tvm.get_global_func("runtime.config_threadpool")
+
+    def timed(threads: int) -> float:
+        if config.remote is None:
+            configure(1, threads)
+        return float(evaluator(*args).results[0])
+
+    return Variant("qcompile", precision, timed, size, outputs=lambda sample: model(*sample)[0])
+
+
+def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
+    import onnxruntime as ort
+
+    path = Path(config.build.model)
+    if precision == "int8":
+        path = _ort_quantized(config, inputs)
+    sessions = {}
+    feed = {s.name: a for s, a in zip(inputs, x)}
+
+    def session(threads):
+        if threads not in sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            sessions[threads] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return sessions[threads]
+
+    def timed(threads: int) -> float:
+        s = session(threads)
+        start = time.perf_counter()
+        s.run(None, feed)
+        return time.perf_counter() - start
+
+    def outputs(sample):
+        return session(1).run(None, {s.name: a for s, a in zip(inputs, sample)})[0]
+
+    return Variant("onnxruntime", precision, timed, path.stat().st_size / 1e6, outputs=outputs)
+
+
+def _ort_quantized(config: BenchConfig, inputs) -> Path:
+    """onnxruntime's own INT8 (quantize_static: QDQ, per-channel, u8 activations × s8 weights), same calibration."""
+    import contextlib
+    import logging
+    import sys
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    samples = calibdata.samples(config.build.calib, inputs)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{s.name: a for s, a in zip(inputs, sample)} for sample in samples])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    path = Path(tempfile.mkdtemp(prefix="qcompile-ort-")) / "int8.onnx"
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # it warns through the root logger to pre-process the model
+    with progress.step("quantizing with onnxruntime for comparison", config.build.quiet), \
+            contextlib.redirect_stdout(sys.stderr):
+        quantize_static(str(config.build.model), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    root.setLevel(level)
+    return path
+
+
+def _row(config: BenchConfig, model, v: Variant, threads: int) -> dict:
+    ms = np.asarray(v.samples) * 1e3
+    batch = importer.static_inputs(model, config.build.input_shapes)[0].shape[0]
+    return {
+        "model": config.build.model.name, "target": config.build.target.name, "engine": v.engine,
+        "precision": v.precision, "threads": threads, "median ms": float(np.median(ms)),
+        "p90 ms": float(np.percentile(ms, 90)), "min ms": float(ms.min()), "p10 ms": float(np.percentile(ms, 10)),
+        "throughput /s": float(batch * 1e3 / np.median(ms)), "speedup vs FP32": None,
+        "speedup vs onnxruntime": None, "size MB": round(v.size_mb, 3), "top-1 agreement": None,
+    }
+
+
+def _speedups(rows: list[dict]) -> None:
+    """Speedups from the medians shown: against the same engine's FP32, and against onnxruntime's same precision."""
+    def find(engine, precision, threads):
+        return next((r for r in rows if (r["engine"], r["precision"], r["threads"]) == (engine, precision, threads)),
+                    None)
+
+    for r in rows:
+        fp32 = find(r["engine"], "fp32", r["threads"])
+        ort = find("onnxruntime", r["precision"], r["threads"])
+        if fp32 is not None:
+            r["speedup vs FP32"] = fp32["median ms"] / r["median ms"]
+        if ort is not None and r["engine"] != "onnxruntime":
+            r["speedup vs onnxruntime"] = ort["median ms"] / r["median ms"]
+
+
+def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], inputs) -> None:
+    samples = calibdata.samples(config.data, inputs)
+    reference = {v.engine: v for v in variants if v.precision == "fp32"}
+    for v in variants:
+        if v.precision != "int8" or v.engine not in reference:
+            continue
+        fp32 = reference[v.engine]
+        agree = np.mean([v.outputs(s).argmax() == fp32.outputs(s).argmax() for s in samples])
+        for r in rows:
+            if (r["engine"], r["precision"]) == (v.engine, "int8"):
+                r["top-1 agreement"] = float(agree)
+
+
+def render(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    from tabulate import tabulate
+
+    def cell(key, value):
+        if value is None:
+            return ""
+        if key.startswith("speedup"):
+            return f"{value:.2f}×"
+        if key == "top-1 agreement":
+            return f"{value:.4f}"
+        return f"{value:.3f}" if isinstance(value, float) else value
+
+    return tabulate([[cell(k, r[k]) for k in COLUMNS] for r in rows], headers=COLUMNS, tablefmt="github",
+                    disable_numparse=True) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """A bar per variant: median latency, whiskers from p10 to p90."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['engine']}\n{r['precision']}, {r['threads']} thr" for r in rows]
+    medians = np.array([r["median ms"] for r in rows])
+    low = medians - np.array([r["p10 ms"] for r in rows])
+    high = np.array([r["p90 ms"] for r in rows]) - medians
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows)), 4.5))
+    colors = ["tab:blue" if r["precision"] == "fp32" else "tab:orange" for r in rows]
+    ax.bar(range(len(rows)), medians, yerr=[low, high], capsize=4, color=colors)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylabel("latency, ms (median; whiskers p10–p90)")
+    ax.set_title(f"{rows[0]['model']} on {rows[0]['target']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
