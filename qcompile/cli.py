@@ -109,15 +109,18 @@ def _parser() -> argparse.ArgumentParser:
                             "same calibration data)")
     bench.add_argument("--repeat", type=int, default=30, help="timed rounds per variant (default 30)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs per variant first (default 3)")
-    bench.add_argument("--format", choices=("md", "csv", "json"), default="md", help="table format (default md)")
-    bench.add_argument("--output", type=Path, help="write the table to this file instead of stdout")
+    bench.add_argument("--format", choices=("md", "csv", "json"), default="md",
+                       help="format of the table printed on stdout (default md)")
+    bench.add_argument("--output", type=Path, action="append", default=[], metavar="FILE.md|.csv|.json",
+                       help="also write the table to this file, in the format its extension names; repeatable, "
+                            "all from the same measurements")
     bench.add_argument("--plot", type=Path, metavar="PNG", help="also draw a bar chart of the latencies")
     bench.add_argument("--data", type=Path,
                        help="inputs (as for --calib) on which to report INT8-vs-FP32 top-1 agreement")
     bench.add_argument("--data-count", type=int, default=100, help="samples of --data to use (default 100)")
     _add_input_shape(bench)
     _add_quantization_options(bench, precision=False)
-    _add_rpc_options(bench)
+    _add_rpc_options(bench)  # on a board, the board's own thread pool runs; --threads applies to this machine
     bench.set_defaults(handler=_bench)
 
     inspect = sub.add_parser("inspect", parents=[common], help="list a model's operators, inputs and outputs",
@@ -323,6 +326,9 @@ def _bench(args) -> int:
     except ValueError:
         raise QcompileError(f"--threads takes comma-separated integers, got {args.threads!r}") from None
     precisions = tuple(p.strip() for p in args.precision.split(","))
+    for path in args.output:
+        if path.suffix.lstrip(".") not in bench.FORMATS:
+            raise QcompileError(f"--output {path}: the extension must be one of .md, .csv, .json")
     needs_calibration = "int8" in precisions
     build = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
                         input_shapes=parse_input_shapes(args.input_shape), quant=quant_config(args, spec),
@@ -335,12 +341,10 @@ def _bench(args) -> int:
                                warmup=args.warmup, data=data,
                                remote=remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key))
     rows = bench.run(config)
-    table = bench.render(rows, args.format)
-    if args.output:
-        args.output.write_text(table)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        print(table, end="")
+    print(bench.render(rows, args.format), end="")
+    for path in args.output:
+        path.write_text(bench.render(rows, path.suffix.lstrip(".")))
+        print(f"wrote {path}", file=sys.stderr)
     if args.plot:
         bench.plot(rows, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)

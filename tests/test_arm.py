@@ -123,3 +123,26 @@ def test_unreachable_rpc_server_is_one_line(mobilenet_builds, capsys):
     assert run_cli("run", mobilenet_builds["rpi4_int8"] / "model.so", "--rpc", f"127.0.0.1:{free_port()}",
                    "-i", "x.npy") == 2
     assert "cannot reach the RPC server" in capsys.readouterr().err
+
+
+def test_bench_times_both_precisions_on_the_board_over_rpc(mobilenet_builds, tmp_path):
+    """The benchmark's table, measured through RPC on the aarch64 server (emulated: the numbers mean nothing)."""
+    import json
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    kit = mobilenet_builds["rpi4_int8"]
+    port = free_port()
+    server = subprocess.Popen([*QEMU, "-cpu", "cortex-a72", str(kit / "qcompile-rpc-server"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in server.stdout.readline()
+        assert run_cli("bench", examples / "tiny_cnn.onnx", "--target", "rpi4", "--rpc", f"127.0.0.1:{port}",
+                       "--calib", examples / "samples.npz", "--repeat", 3, "--warmup", 1, "-q",
+                       "--output", tmp_path / "board.json") == 0
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    rows = json.loads((tmp_path / "board.json").read_text())
+    assert [(r["target"], r["precision"]) for r in rows] == [("rpi4", "fp32"), ("rpi4", "int8")]
+    assert all(0 < r["min ms"] <= r["median ms"] for r in rows)
