@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.version_converter
 
 from qcompile import artifact, datasets, evaluate, targets
 from qcompile.build import BuildConfig, compile_model
@@ -64,9 +66,15 @@ def onnxruntime_scores(model_path, calib_samples, samples, input_name, method):
 
     path = model_path
     if method is not None:
-        path = Path(tempfile.mkdtemp()) / "qdq.onnx"
+        folder = Path(tempfile.mkdtemp())
+        source = model_path
+        model = onnx.load(str(model_path))
+        if model.opset_import[0].version < 13:  # per-channel QDQ needs opset 13 (DequantizeLinear's axis)
+            source = folder / "opset13.onnx"
+            onnx.save(onnx.version_converter.convert_version(model, 13), str(source))
+        path = folder / "qdq.onnx"
         with contextlib.redirect_stdout(sys.stderr):  # it prints its progress on stdout
-            quantize_static(str(model_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(source), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, method))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -76,12 +84,14 @@ def onnxruntime_scores(model_path, calib_samples, samples, input_name, method):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     args = parser.parse_args()
+    chosen = args.models.split(",")
     print(f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
           f"x86 preset {targets.resolve('x86').key()}\n")
     print("| model | quantizer | calibration | top-1 | top-5 | top-1 Δ vs FP32 | INT8/FP32 top-1 agreement |")
     print("|---|---|---|---|---|---|---|")
-    for name, (file, kind) in MODELS.items():
+    for name, (file, kind) in ((n, MODELS[n]) for n in chosen):
         model_path = args.shared / "models" / file
         calib, held_out, labels = data_for(args.shared, kind)
         from qcompile import calibdata, importer
