@@ -75,6 +75,15 @@ def onnxruntime_outputs(name: str, inputs: list[np.ndarray]) -> list[np.ndarray]
     return [session.run(None, {input_name: x})[0] for x in inputs]
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_cli(*args) -> int:
     return main([str(a) for a in args])
 

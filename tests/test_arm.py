@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import qcompile
-from conftest import calibration_args, model_path, real_inputs, run_cli
+from conftest import calibration_args, free_port, model_path, real_inputs, run_cli
 
 pytestmark = pytest.mark.skipif(
     shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64-static") is None,
@@ -91,13 +91,6 @@ def test_loading_an_arm_library_on_x86_says_why_it_cannot_run(mobilenet_builds):
     with pytest.raises(qcompile.QcompileError, match="built for aarch64-linux-gnu"):
         qcompile.load(mobilenet_builds["rpi4_int8"] / "model.so")
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_rpc_round_trip_to_an_aarch64_server_under_qemu(mobilenet_builds, tmp_path):

@@ -1,6 +1,5 @@
 """Through a TVM RPC tracker on loopback: a board (here an x86 RPC server) registered under a key."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -9,13 +8,8 @@ import numpy as np
 import pytest
 
 import qcompile
-from conftest import real_inputs, run_cli
+from conftest import free_port, real_inputs, run_cli
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
