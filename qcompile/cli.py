@@ -34,12 +34,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qcompile",
         description="Compile ONNX models with Apache TVM into deployable shared libraries for x86, 64-bit ARM and CUDA.",
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
     common.add_argument("-q", "--quiet", action="store_true", help="do not report progress on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -289,6 +296,8 @@ def _eval(args) -> int:
     from . import artifact, evaluate, targets
     from .build import BuildConfig, compile_model
 
+    if not args.data.exists():
+        raise QcompileError(f"evaluation data not found: {args.data}")
     source = dataclasses.replace(data_source(args), path=args.data, count=args.count)
     shared = args.calib is not None and args.calib.resolve() == args.data.resolve()
     data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)

@@ -118,3 +118,15 @@ def test_calibration_array_of_wrong_shape(capsys, tmp_path):
     np.save(tmp_path / "calib.npy", np.zeros((4, 3, 3), np.float32))
     err = build_fails(capsys, tmp_path, model_path("mnist"), "--calib", tmp_path / "calib.npy", precision="int8")
     assert "does not fit input 'Input3'" in err
+
+
+def test_bad_option_value_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("build", model_path("mnist"), "--calibration", "bogus")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'bogus'" in err
+
+
+def test_missing_evaluation_data(capsys, tmp_path):
+    assert run_cli("eval", model_path("mnist"), "--data", tmp_path / "none", "--labels", tmp_path / "l.npy") == 2
+    assert "evaluation data not found" in capsys.readouterr().err
