@@ -14,7 +14,7 @@ BINS = 2048
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationConfig:
-    method: str = "entropy"
+    method: str = "percentile"
     percentile: float = 99.99
 
     def __post_init__(self):

@@ -64,7 +64,8 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
     annotated = annotate_pipeline(exclusions(config, anchor_names or {}))(mod)
     points = quant_points(annotated)
     if not points:
-        raise QcompileError("nothing to quantize: no supported operator (Conv, MatMul, Gemm, ...) in the model")
+        raise QcompileError("nothing to quantize: no Conv, MatMul or Gemm with constant weights "
+                            "(build with --precision fp32)")
     stats = collect_stats(annotated, samples, len(points), quiet)
     ranges = {}
     for (point, _), s in zip(points, stats):
