@@ -192,7 +192,10 @@ def _speedups(rows: list[dict]) -> None:
 
 
 def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], inputs) -> None:
-    samples = calibdata.samples(config.data, inputs)
+    calib = config.build.calib
+    shared = calib is not None and calib.path is not None and \
+        Path(calib.path).resolve() == Path(config.data.path).resolve()
+    samples = calibdata.samples(config.data, inputs, avoid=calib.count if shared else 0)  # held out from calibration
     reference = {v.engine: v for v in variants if v.precision == "fp32"}
     for v in variants:
         if v.precision != "int8" or v.engine not in reference:

@@ -41,8 +41,19 @@ def spread(n_total: int, count: int) -> list[int]:
     return sorted(set(np.linspace(0, n_total - 1, count).round().astype(int).tolist()))
 
 
-def samples(source: DataSource, inputs: list[TensorSig]) -> list[list[np.ndarray]]:
-    """The calibration samples, each a list with one array per model input, shaped as the model wants."""
+def pick(n_total: int, count: int, avoid: int = 0) -> list[int]:
+    """`count` indices spread over range(n_total), none of the `avoid` ones that spread(n_total, avoid) gives:
+    samples held out from a calibration set drawn from the same data."""
+    excluded = set(spread(n_total, avoid)) if avoid else set()
+    rest = [i for i in range(n_total) if i not in excluded]
+    return [rest[i] for i in spread(len(rest), count)] if rest else []
+
+
+def samples(source: DataSource, inputs: list[TensorSig], avoid: int = 0) -> list[list[np.ndarray]]:
+    """The samples, each a list with one array per model input, shaped as the model wants.
+
+    `avoid`: leave out the samples a calibration set of that size drawn from the same data would use.
+    """
     if source.path is None and not source.random:
         raise QcompileError("INT8 needs calibration data: --calib DIR|FILE.npy|FILE.npz (or --precision fp32)")
     if source.random:
@@ -54,11 +65,11 @@ def samples(source: DataSource, inputs: list[TensorSig]) -> list[list[np.ndarray
         if len(inputs) != 1:
             raise QcompileError("an image folder can calibrate only a one-input model; use an .npz keyed by input")
         all_files = datasets.image_files(source.path)
-        files = [all_files[i] for i in spread(len(all_files), source.count)]
+        files = [all_files[i] for i in pick(len(all_files), source.count, avoid)]
         return [[fit(datasets.load_image(f, source.preprocess), inputs[0])] for f in files]
     arrays = load_arrays(Path(source.path), inputs)
     n = min(len(a) for a in arrays.values())
-    return [[fit(arrays[s.name][i], s) for s in inputs] for i in spread(n, source.count)]
+    return [[fit(arrays[s.name][i], s) for s in inputs] for i in pick(n, source.count, avoid)]
 
 
 def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
