@@ -84,7 +84,7 @@ def quantize_model(mod, model: importer.OnnxModel, inputs: list[TensorSig], conf
     """Calibrate on the configured data and return the integer module; write the report if asked."""
     from . import quantize, report
 
-    with progress.step("loading calibration data", config.quiet):
+    with progress.step("finding calibration data", config.quiet):
         samples = calibdata.samples(config.calib, inputs)
     progress.note(f"quantizing: {config.quant.calibration.method} calibration on {len(samples)} samples, "
                   f"{config.quant.activation_dtype} activations × int8 weights", config.quiet)

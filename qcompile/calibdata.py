@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,25 @@ def pick(n_total: int, count: int, avoid: int = 0) -> list[int]:
     return [rest[i] for i in spread(len(rest), count)] if rest else []
 
 
-def samples(source: DataSource, inputs: list[TensorSig], avoid: int = 0) -> list[list[np.ndarray]]:
-    """The samples, each a list with one array per model input, shaped as the model wants.
+class Samples(Sequence):
+    """Samples read when indexed, so that a large calibration set never sits in memory all at once."""
+
+    def __init__(self, count: int, load):
+        self._count, self._load = count, load
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._load(i) for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._load(index % self._count)
+
+
+def samples(source: DataSource, inputs: list[TensorSig], avoid: int = 0) -> Samples:
+    """The samples, each a list with one array per model input, shaped as the model wants, read lazily.
 
     `avoid`: leave out the samples a calibration set of that size drawn from the same data would use.
     """
@@ -59,17 +77,17 @@ def samples(source: DataSource, inputs: list[TensorSig], avoid: int = 0) -> list
     if source.random:
         print("qcompile: WARNING: calibrating on RANDOM inputs; the INT8 model's accuracy means nothing",
               file=sys.stderr)
-        rng = np.random.default_rng(0)
-        return [[rng.standard_normal(s.shape).astype(s.dtype) for s in inputs] for _ in range(source.count)]
+        return Samples(source.count, lambda i: [np.random.default_rng(i).standard_normal(s.shape).astype(s.dtype)
+                                                for s in inputs])
     if source.is_folder:
         if len(inputs) != 1:
             raise QcompileError("an image folder can calibrate only a one-input model; use an .npz keyed by input")
         all_files = datasets.image_files(source.path)
         files = [all_files[i] for i in pick(len(all_files), source.count, avoid)]
-        return [[fit(datasets.load_image(f, source.preprocess), inputs[0])] for f in files]
+        return Samples(len(files), lambda i: [fit(datasets.load_image(files[i], source.preprocess), inputs[0])])
     arrays = load_arrays(Path(source.path), inputs)
-    n = min(len(a) for a in arrays.values())
-    return [[fit(arrays[s.name][i], s) for s in inputs] for i in pick(n, source.count, avoid)]
+    chosen = pick(min(len(a) for a in arrays.values()), source.count, avoid)
+    return Samples(len(chosen), lambda i: [fit(arrays[s.name][chosen[i]], s) for s in inputs])
 
 
 def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
@@ -83,7 +101,7 @@ def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
     if len(inputs) != 1:
         raise QcompileError(f"{path}: the model has {len(inputs)} inputs; give an .npz keyed by input name")
     if path.suffix == ".npy":
-        return {inputs[0].name: np.load(path, allow_pickle=False)}
+        return {inputs[0].name: np.load(path, allow_pickle=False, mmap_mode="r")}  # read sample by sample
     return {inputs[0].name: datasets.read_idx(path)}
 
 
