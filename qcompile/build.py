@@ -89,6 +89,8 @@ def quantize_model(mod, model: importer.OnnxModel, inputs: list[TensorSig], conf
     progress.note(f"quantizing: {config.quant.calibration.method} calibration on {len(samples)} samples, "
                   f"{config.quant.activation_dtype} activations × int8 weights", config.quiet)
     quantized = quantize.quantize(mod, samples, config.quant, quantize.anchor_names(model), config.quiet)
+    integer, floating, _ = report.count_ops(quantized.mod)
+    progress.note(f"{integer} conv/matmul layers run in integer arithmetic, {floating} in FP32", config.quiet)
     if config.report is not None:
         with progress.step(f"measuring quantization error for {config.report}", config.quiet):
             written = report.write(report.build_report(quantized, samples[:8], config.quant.per_channel),
