@@ -193,8 +193,7 @@ def _speedups(rows: list[dict]) -> None:
 
 def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], inputs) -> None:
     calib = config.build.calib
-    shared = calib is not None and calib.path is not None and \
-        Path(calib.path).resolve() == Path(config.data.path).resolve()
+    shared = calib is not None and calib.same_data(config.data.path)
     samples = calibdata.samples(config.data, inputs, avoid=calib.count if shared else 0)  # held out from calibration
     reference = {v.engine: v for v in variants if v.precision == "fp32"}
     for v in variants:

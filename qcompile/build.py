@@ -51,18 +51,16 @@ def compile_model(config: BuildConfig):
     with progress.step("importing into Relax", quiet):
         mod = importer.to_relax(model, inputs)
     outputs = _output_sigs(mod, model)
-    if is_prequantized(model):
-        with progress.step("realizing the model's own quantize/dequantize pairs as integer kernels", quiet):
-            mod = qdq_import_pipeline(config.quant.per_channel)(mod)
-    elif config.precision == "int8":
-        mod = quantize_model(mod, model, inputs, config)
-    with progress.step(f"compiling for {config.target.name}", quiet):
-        executable = compiler.compile_module(mod, config.target)
     precision = config.precision
     if is_prequantized(model):
         precision = "int8-qdq"
-    elif precision == "int8" and config.quant.simulate:
-        precision = "int8-simulated"
+        with progress.step("realizing the model's own quantize/dequantize pairs as integer kernels", quiet):
+            mod = qdq_import_pipeline(config.quant.per_channel)(mod)
+    elif precision == "int8":
+        precision = "int8-simulated" if config.quant.simulate else "int8"
+        mod = quantize_model(mod, model, inputs, config)
+    with progress.step(f"compiling for {config.target.name}", quiet):
+        executable = compiler.compile_module(mod, config.target)
     sidecar = artifact.Sidecar(
         inputs=inputs,
         outputs=outputs,

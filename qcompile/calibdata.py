@@ -34,6 +34,10 @@ class DataSource:
     def is_folder(self) -> bool:
         return self.path is not None and Path(self.path).is_dir()
 
+    def same_data(self, path: Path | None) -> bool:
+        """Whether `path` names this source's data (so samples drawn from both can collide)."""
+        return self.path is not None and path is not None and Path(self.path).resolve() == Path(path).resolve()
+
 
 def spread(n_total: int, count: int) -> list[int]:
     """`count` indices spread evenly over range(n_total): a calibration set covering every part of a folder."""
@@ -42,11 +46,16 @@ def spread(n_total: int, count: int) -> list[int]:
     return sorted(set(np.linspace(0, n_total - 1, count).round().astype(int).tolist()))
 
 
-def pick(n_total: int, count: int, avoid: int = 0) -> list[int]:
-    """`count` indices spread over range(n_total), none of the `avoid` ones that spread(n_total, avoid) gives:
-    samples held out from a calibration set drawn from the same data."""
+def held_out(n_total: int, avoid: int) -> list[int]:
+    """Indices of range(n_total) without the `avoid` ones that spread(n_total, avoid) gives: the samples a
+    calibration set of that size drawn from the same data does not use."""
     excluded = set(spread(n_total, avoid)) if avoid else set()
-    rest = [i for i in range(n_total) if i not in excluded]
+    return [i for i in range(n_total) if i not in excluded]
+
+
+def pick(n_total: int, count: int, avoid: int = 0) -> list[int]:
+    """`count` indices spread over the samples held out from a calibration set of `avoid` (see held_out)."""
+    rest = held_out(n_total, avoid)
     return [rest[i] for i in spread(len(rest), count)] if rest else []
 
 

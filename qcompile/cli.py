@@ -299,7 +299,7 @@ def _eval(args) -> int:
     if not args.data.exists():
         raise QcompileError(f"evaluation data not found: {args.data}")
     source = dataclasses.replace(data_source(args), path=args.data, count=args.count)
-    shared = args.calib is not None and args.calib.resolve() == args.data.resolve()
+    shared = source.same_data(args.calib)
     data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)
     if args.model.suffix == ".so":
         models = {"library": artifact.load(args.model)}

@@ -22,26 +22,26 @@ class EvalData:
     calibration_count: int = 0  # the data also calibrated this many samples (calibdata.spread): leave them out
 
 
-def load(data: EvalData, inputs) -> tuple[list[list[np.ndarray]], np.ndarray]:
-    """(samples, integer labels), without the samples that calibrated the model."""
+def load(data: EvalData, inputs) -> tuple[calibdata.Samples, np.ndarray]:
+    """(samples, read when used, and integer labels), without the samples that calibrated the model."""
     if not Path(data.labels).is_file():
         raise QcompileError(f"labels file not found: {data.labels}")
     if data.source.is_folder:
         files = datasets.image_files(data.source.path)
         files = [files[i] for i in _kept(len(files), data)]
         labels = datasets.imagenet_labels(files, data.labels)
-        samples = [[calibdata.fit(datasets.load_image(f, data.source.preprocess), inputs[0])] for f in files]
-        return samples, labels
+        preprocess = data.source.preprocess
+        return calibdata.Samples(len(files), lambda i: [calibdata.fit(datasets.load_image(files[i], preprocess),
+                                                                      inputs[0])]), labels
     arrays = calibdata.load_arrays(Path(data.source.path), inputs)
     all_labels = np.load(data.labels) if Path(data.labels).suffix == ".npy" else datasets.read_idx(data.labels)
     kept = _kept(min(len(all_labels), *(len(a) for a in arrays.values())), data)
-    samples = [[calibdata.fit(arrays[s.name][i], s) for s in inputs] for i in kept]
+    samples = calibdata.Samples(len(kept), lambda i: [calibdata.fit(arrays[s.name][kept[i]], s) for s in inputs])
     return samples, np.asarray(all_labels[kept]).astype(np.int64)
 
 
 def _kept(total: int, data: EvalData) -> list[int]:
-    calibration = set(calibdata.spread(total, data.calibration_count)) if data.calibration_count else set()
-    kept = [i for i in range(total) if i not in calibration][: data.source.count]
+    kept = calibdata.held_out(total, data.calibration_count)[: data.source.count]
     if not kept:
         raise QcompileError(f"no evaluation samples left in {data.source.path}")
     return kept

@@ -88,16 +88,20 @@ def run_cli(*args) -> int:
     return main([str(a) for a in args])
 
 
-@pytest.fixture(scope="session")
-def fp32_x86_libraries(tmp_path_factory):
-    """Every shared model built once for the x86 preset in FP32."""
-    out = tmp_path_factory.mktemp("fp32_x86")
+def build_shared_models(out: Path, options) -> dict[str, Path]:
+    """Build every shared model into `out` with the x86 preset and `options(name, out)`: name → library."""
     libraries = {}
     for name in SHARED_MODELS:
         library = out / f"{name}.so"
-        assert run_cli("build", model_path(name), "--target", "x86", "--precision", "fp32", "-o", library, "-q") == 0
+        assert run_cli("build", model_path(name), "--target", "x86", "-o", library, "-q", *options(name, out)) == 0
         libraries[name] = library
     return libraries
+
+
+@pytest.fixture(scope="session")
+def fp32_x86_libraries(tmp_path_factory):
+    """Every shared model built once for the x86 preset in FP32."""
+    return build_shared_models(tmp_path_factory.mktemp("fp32_x86"), lambda name, out: ["--precision", "fp32"])
 
 
 CALIBRATION_COUNT = {"mobilenet": 32, "squeezenet": 32, "mnist": 100}
@@ -106,11 +110,5 @@ CALIBRATION_COUNT = {"mobilenet": 32, "squeezenet": 32, "mnist": 100}
 @pytest.fixture(scope="session")
 def int8_x86_libraries(tmp_path_factory):
     """Every shared model quantized once (calibrated on its real data) and built for x86, with its report."""
-    out = tmp_path_factory.mktemp("int8_x86")
-    libraries = {}
-    for name in SHARED_MODELS:
-        library = out / f"{name}.so"
-        args = calibration_args(name, CALIBRATION_COUNT[name])
-        assert run_cli("build", model_path(name), "-o", library, "--report", out / f"{name}_report.md", "-q", *args) == 0
-        libraries[name] = library
-    return libraries
+    return build_shared_models(tmp_path_factory.mktemp("int8_x86"), lambda name, out: [
+        "--report", out / f"{name}_report.md", *calibration_args(name, CALIBRATION_COUNT[name])])
