@@ -25,6 +25,7 @@ class Sidecar:
     precision: str
     model_sha256: str
     versions: dict
+    tuned_kernels: list | None = None  # [kernels given tuned schedules, kernels]; None: built without records
 
     def to_json(self) -> dict:
         return {
@@ -35,6 +36,7 @@ class Sidecar:
             "precision": self.precision,
             "model_sha256": self.model_sha256,
             "versions": self.versions,
+            "tuned_kernels": self.tuned_kernels,
         }
 
     @classmethod
@@ -43,6 +45,7 @@ class Sidecar:
             inputs=[TensorSig.from_json(s) for s in data["inputs"]],
             outputs=[TensorSig.from_json(s) for s in data["outputs"]],
             **{k: data[k] for k in ("target_name", "target", "precision", "model_sha256", "versions")},
+            tuned_kernels=data.get("tuned_kernels"),
         )
 
 

@@ -18,7 +18,7 @@ from .build import BuildConfig, compile_model
 from .errors import QcompileError
 
 FORMATS = ("md", "csv", "json")
-COLUMNS = ["model", "target", "engine", "precision", "threads", "median ms", "p90 ms", "min ms", "p10 ms",
+COLUMNS = ["model", "target", "engine", "precision", "tuned kernels", "threads", "median ms", "p90 ms", "min ms", "p10 ms",
            "throughput /s", "speedup vs FP32", "speedup vs onnxruntime", "size MB", "top-1 agreement"]
 
 
@@ -28,6 +28,7 @@ class BenchConfig:
     precisions: tuple[str, ...] = ("fp32", "int8")
     threads: tuple[int, ...] = (1,)
     compare_onnxruntime: bool = False
+    compare_untuned: bool = False  # also time qcompile's builds without tuning records
     repeat: int = 30
     warmup: int = 3
     data: calibdata.DataSource | None = None  # inputs for INT8-vs-FP32 top-1 agreement
@@ -51,6 +52,8 @@ class Variant:
     run: object  # callable(threads) → one latency in seconds
     size_mb: float
     outputs: object = None  # callable(sample) → first output, for agreement
+    tuned: str = ""  # "found/total" kernels given tuned schedules, "untuned", or "" (not qcompile)
+    family: str = ""  # "untuned" for the builds of --compare untuned: their FP32 is their own speedup baseline
     samples: list = dataclasses.field(default_factory=list)  # latencies per thread count
 
 
@@ -61,10 +64,16 @@ def run(config: BenchConfig) -> list[dict]:
     inputs = importer.static_inputs(model, config.build.input_shapes)
     x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in inputs]
     session = config.remote.connect() if config.remote is not None else None
-    variants = [_tvm_variant(config, precision, x, session) for precision in config.precisions]
+    builds = [config.build]
+    if config.compare_untuned:
+        builds.append(dataclasses.replace(config.build, tuning_log=None, tuning_records=None))
+    variants = [_tvm_variant(config, build, precision, x, session) for build in builds for precision in config.precisions]
+    if config.compare_untuned:
+        for v in variants[len(config.precisions):]:
+            v.family = "untuned"
     if config.compare_onnxruntime:
         variants += [_ort_variant(config, precision, inputs, x) for precision in config.precisions]
-    rows = []
+    rows, owners = [], []
     for threads in config.threads:
         for v in variants:
             for _ in range(config.warmup):
@@ -74,16 +83,17 @@ def run(config: BenchConfig) -> list[dict]:
             for v in variants:  # interleaved: machine noise hits every variant alike
                 v.samples.append(v.run(threads))
         rows += [_row(config, model, v, threads) for v in variants]
-    _speedups(rows)
+        owners += variants
+    _speedups(rows, owners)
     if config.data is not None:
-        _agreement(config, variants, rows, inputs)
+        _agreement(config, variants, rows, owners, inputs)
     return rows
 
 
-def _tvm_variant(config: BenchConfig, precision: str, x, session) -> Variant:
+def _tvm_variant(config: BenchConfig, build: BuildConfig, precision: str, x, session) -> Variant:
     import tvm
 
-    build = dataclasses.replace(config.build, precision=precision)
+    build = dataclasses.replace(build, precision=precision)
     executable, sidecar = compile_model(build)
     with tempfile.TemporaryDirectory() as folder:
         library = Path(folder) / f"{precision}.so"
@@ -104,7 +114,8 @@ def _tvm_variant(config: BenchConfig, precision: str, x, session) -> Variant:
             configure(1, threads)
         return float(evaluator(*args).results[0])
 
-    return Variant("qcompile", precision, timed, size, outputs=lambda sample: model(*sample)[0])
+    tuned = "untuned" if sidecar.tuned_kernels is None else "{}/{}".format(*sidecar.tuned_kernels)
+    return Variant("qcompile", precision, timed, size, outputs=lambda sample: model(*sample)[0], tuned=tuned)
 
 
 def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
@@ -169,40 +180,42 @@ def _row(config: BenchConfig, model, v: Variant, threads: int) -> dict:
     batch = importer.static_inputs(model, config.build.input_shapes)[0].shape[0]
     return {
         "model": config.build.model.name, "target": config.build.target.name, "engine": v.engine,
-        "precision": v.precision, "threads": threads, "median ms": float(np.median(ms)),
+        "precision": v.precision, "tuned kernels": v.tuned, "threads": threads, "median ms": float(np.median(ms)),
         "p90 ms": float(np.percentile(ms, 90)), "min ms": float(ms.min()), "p10 ms": float(np.percentile(ms, 10)),
         "throughput /s": float(batch * 1e3 / np.median(ms)), "speedup vs FP32": None,
         "speedup vs onnxruntime": None, "size MB": round(v.size_mb, 3), "top-1 agreement": None,
     }
 
 
-def _speedups(rows: list[dict]) -> None:
-    """Speedups from the medians shown: against the same engine's FP32, and against onnxruntime's same precision."""
-    def find(engine, precision, threads):
-        return next((r for r in rows if (r["engine"], r["precision"], r["threads"]) == (engine, precision, threads)),
-                    None)
+def _speedups(rows: list[dict], owners: list[Variant]) -> None:
+    """Speedups from the medians shown: against the FP32 of the same engine built the same way (with the records
+    found, or untuned for --compare untuned), and against onnxruntime's same precision."""
+    def find(engine, precision, threads, family):
+        return next((r for r, v in zip(rows, owners) if (v.engine, v.precision, r["threads"], v.family)
+                     == (engine, precision, threads, family)), None)
 
-    for r in rows:
-        fp32 = find(r["engine"], "fp32", r["threads"])
-        ort = find("onnxruntime", r["precision"], r["threads"])
+    for r, v in zip(rows, owners):
+        fp32 = find(v.engine, "fp32", r["threads"], v.family)
+        ort = find("onnxruntime", v.precision, r["threads"], "")
         if fp32 is not None:
             r["speedup vs FP32"] = fp32["median ms"] / r["median ms"]
-        if ort is not None and r["engine"] != "onnxruntime":
+        if ort is not None and v.engine != "onnxruntime":
             r["speedup vs onnxruntime"] = ort["median ms"] / r["median ms"]
 
 
-def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], inputs) -> None:
+def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], owners: list[Variant],
+               inputs) -> None:
     calib = config.build.calib
     shared = calib is not None and calib.same_data(config.data.path)
     samples = calibdata.samples(config.data, inputs, avoid=calib.count if shared else 0)  # held out from calibration
-    reference = {v.engine: v for v in variants if v.precision == "fp32"}
+    reference = {(v.engine, v.family): v for v in variants if v.precision == "fp32"}
     for v in variants:
-        if v.precision != "int8" or v.engine not in reference:
+        fp32 = reference.get((v.engine, v.family))
+        if v.precision != "int8" or fp32 is None:
             continue
-        fp32 = reference[v.engine]
         agree = np.mean([v.outputs(s).argmax() == fp32.outputs(s).argmax() for s in samples])
-        for r in rows:
-            if (r["engine"], r["precision"]) == (v.engine, "int8"):
+        for r, owner in zip(rows, owners):
+            if owner is v:
                 r["top-1 agreement"] = float(agree)
 
 
@@ -237,7 +250,8 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['engine']}\n{r['precision']}, {r['threads']} thr" for r in rows]
+    labels = [f"{r['engine']}{' untuned' if r['tuned kernels'] == 'untuned' else ''}\n{r['precision']}, "
+              f"{r['threads']} thr" for r in rows]
     medians = np.array([r["median ms"] for r in rows])
     low = medians - np.array([r["p10 ms"] for r in rows])
     high = np.array([r["p90 ms"] for r in rows]) - medians

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import artifact, calibdata, compiler, importer, progress
+from . import artifact, calibdata, compiler, importer, progress, records
 from .calibdata import DataSource
 from .importer import TensorSig
 from .passes.pipeline import qdq_import_pipeline
@@ -26,6 +26,8 @@ class BuildConfig:
     calib: DataSource | None = None  # required for int8
     report: Path | None = None  # Markdown quantization report (JSON beside it)
     bundle: Path | None = None  # deploy kit folder: library, TVM runtime for the target, C++ runner
+    tuning_log: Path | None = None  # a records folder to apply; None: look in tuning_records (if set)
+    tuning_records: Path | None = records.DEFAULT_ROOT  # root of the per-model, per-target records folders
     quiet: bool = False
 
 
@@ -43,7 +45,37 @@ def build(config: BuildConfig) -> artifact.Sidecar:
 
 
 def compile_model(config: BuildConfig):
-    """Import, quantize and compile: (relax.Executable, the sidecar that will describe it)."""
+    """Import, quantize and compile (with the tuning records found): (relax.Executable, its sidecar)."""
+    mod, sidecar = lower_model(config)
+    database = find_records(config, sidecar)
+    with progress.step(f"compiling for {config.target.name}", config.quiet):
+        kernels = compiler.lower_kernels(mod, config.target)
+        if database is not None:
+            kernels, found, total = records.apply(kernels, database, config.target.tvm_target())
+            sidecar = dataclasses.replace(sidecar, tuned_kernels=[found, total])
+            progress.note(f"tuning records: {found} of {total} kernels tuned", config.quiet)
+        executable = compiler.compile_kernels(kernels, config.target)
+    return executable, sidecar
+
+
+def find_records(config: BuildConfig, sidecar: artifact.Sidecar):
+    """The tuning database to build with: --tuning-log's, else the one stored for this model and target."""
+    if config.tuning_log is not None:
+        return records.open_database(config.tuning_log, config.target, create=False)
+    if config.tuning_records is None:
+        return None
+    folder = records.folder(config.tuning_records, config.model, sidecar.model_sha256, sidecar.precision,
+                            config.target)
+    if records.count(folder) == 0:
+        progress.note(f"no tuning records for this model and target (kernels stay untuned; "
+                      f"'qcompile tune' makes them)", config.quiet)
+        return None
+    progress.note(f"using tuning records in {folder}", config.quiet)
+    return records.open_database(folder, config.target, create=False)
+
+
+def lower_model(config: BuildConfig):
+    """Import and quantize: (the Relax module to compile, the sidecar that will describe its library)."""
     quiet = config.quiet
     with progress.step(f"loading {config.model.name}", quiet):
         model = importer.load(config.model)
@@ -59,8 +91,6 @@ def compile_model(config: BuildConfig):
     elif precision == "int8":
         precision = "int8-simulated" if config.quant.simulate else "int8"
         mod = quantize_model(mod, model, inputs, config)
-    with progress.step(f"compiling for {config.target.name}", quiet):
-        executable = compiler.compile_module(mod, config.target)
     sidecar = artifact.Sidecar(
         inputs=inputs,
         outputs=outputs,
@@ -70,7 +100,7 @@ def compile_model(config: BuildConfig):
         model_sha256=model.sha256,
         versions=_versions(),
     )
-    return executable, sidecar
+    return mod, sidecar
 
 
 def is_prequantized(model: importer.OnnxModel) -> bool:

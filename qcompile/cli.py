@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--report", type=Path, metavar="REPORT.md",
                        help="write a quantization report (Markdown, and JSON beside it): each quantized tensor's "
                             "SQNR and cosine against FP32, worst first, integer vs float operator counts, scales")
+    _add_tuning_log_options(build)
     build.add_argument("--bundle", type=Path, metavar="DIR",
                        help="also write a deploy kit to DIR: the library, the TVM runtime for the target's CPU "
                             "(x86_64 or aarch64), a C++ runner (source and binary) and a README for the board")
@@ -111,9 +112,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="comma-separated precisions to compare: fp32, int8 (default: fp32,int8)")
     bench.add_argument("--threads", default="1", metavar="LIST",
                        help="comma-separated thread counts, e.g. 1,2 (default: 1)")
-    bench.add_argument("--compare", choices=("onnxruntime",), action="append", default=[],
-                       help="also time onnxruntime on the same inputs (its INT8: quantize_static QDQ per-channel, "
-                            "same calibration data)")
+    bench.add_argument("--compare", choices=("onnxruntime", "untuned"), action="append", default=[],
+                       help="onnxruntime: also time onnxruntime on the same inputs (its INT8: quantize_static QDQ "
+                            "per-channel, same calibration data); untuned: also time qcompile's builds without "
+                            "tuning records; repeatable")
     bench.add_argument("--repeat", type=int, default=30, help="timed rounds per variant (default 30)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs per variant first (default 3)")
     bench.add_argument("--format", choices=("md", "csv", "json"), default="md",
@@ -127,8 +129,41 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-count", type=int, default=100, help="samples of --data to use (default 100)")
     _add_input_shape(bench)
     _add_quantization_options(bench, precision=False)
+    _add_tuning_log_options(bench)
     _add_rpc_options(bench)  # on a board, the board's own thread pool runs; --threads applies to this machine
     bench.set_defaults(handler=_bench)
+
+    tune = sub.add_parser("tune", parents=[common], help="auto-tune a model's kernels for a target (MetaSchedule)",
+                          description="Quantize the model as 'qcompile build' would (or keep it FP32), extract its "
+                                      "kernels and search schedules for them with MetaSchedule and its XGBoost cost "
+                                      "model, int8 convolutions tensorized with the CPU's dot-product instruction "
+                                      "(VNNI vpdpbusd, ARM sdot). Records go to tuning_logs/<model>/<precision>/"
+                                      "<target>/, where 'qcompile build' finds them. Running it again continues "
+                                      "from the stored records. Ctrl-C stops after the batch being measured and "
+                                      "keeps everything measured.")
+    tune.add_argument("model", type=Path, help="the ONNX model file")
+    tune.add_argument("-t", "--target", default="x86",
+                      help="preset, preset file or TVM target dict (default: x86, this machine's CPU); a board's "
+                           "target needs --rpc-tracker")
+    budget = tune.add_argument_group("budget (whichever ends first)")
+    budget.add_argument("--trials", type=int, default=2000,
+                        help="candidate schedules to measure in all, shared among the kernels (default 2000)")
+    budget.add_argument("--minutes", type=float, help="stop after this many minutes")
+    tune.add_argument("--batch", type=int, default=64,
+                      help="candidates measured per search round (default 64); Ctrl-C and --minutes act between "
+                           "rounds")
+    tune.add_argument("--cores", type=int,
+                      help="cores the tuned kernels may use (default: the target's num-cores, else this machine's)")
+    tune.add_argument("--tuning-log", type=Path, metavar="DIR",
+                      help="records folder to write (and continue from) instead of the one under tuning_logs/")
+    _add_input_shape(tune)
+    _add_quantization_options(tune)
+    rpc = tune.add_argument_group("measuring on a board (TVM RPC)")
+    rpc.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                     help="measure candidates on boards registered with this TVM RPC tracker (with --rpc-key); "
+                          "several boards behind one tracker measure in turn")
+    rpc.add_argument("--rpc-key", metavar="KEY", help="the key the boards registered with")
+    tune.set_defaults(handler=_tune, rpc=None)
 
     inspect = sub.add_parser("inspect", parents=[common], help="list a model's operators, inputs and outputs",
                              description="Show an ONNX model's input/output signature and its operators with counts, "
@@ -149,6 +184,24 @@ def _add_rpc_options(parser: argparse.ArgumentParser) -> None:
     rpc.add_argument("--rpc-tracker", metavar="HOST:PORT",
                      help="run on a board taken from this TVM RPC tracker (with --rpc-key)")
     rpc.add_argument("--rpc-key", metavar="KEY", help="the key the boards registered with (tracker) or require")
+
+
+def _add_tuning_log_options(parser: argparse.ArgumentParser) -> None:
+    tuning = parser.add_argument_group("tuning records")
+    tuning.add_argument("--tuning-log", type=Path, metavar="DIR",
+                        help="apply the records in this folder (written by 'qcompile tune') instead of looking "
+                             "under tuning_logs/ for this model and target")
+    tuning.add_argument("--untuned", action="store_true",
+                        help="ignore tuning records: compile with TVM's default (unscheduled) kernels")
+
+
+def tuning_log_options(args) -> dict:
+    """BuildConfig fields for --tuning-log / --untuned."""
+    if args.untuned and args.tuning_log is not None:
+        raise QcompileError("give either --tuning-log or --untuned, not both")
+    if args.tuning_log is not None and not args.tuning_log.is_dir():
+        raise QcompileError(f"tuning log folder not found: {args.tuning_log}")
+    return {"tuning_log": args.tuning_log, "tuning_records": None} if args.tuning_log or args.untuned else {}
 
 
 def _add_input_shape(parser: argparse.ArgumentParser) -> None:
@@ -265,7 +318,7 @@ def _build(args) -> int:
         model=args.model, target=spec, output=output,
         input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,
         quant=quant_config(args, spec), calib=data_source(args) if int8 else None,
-        report=args.report if int8 else None, bundle=args.bundle, quiet=args.quiet,
+        report=args.report if int8 else None, bundle=args.bundle, quiet=args.quiet, **tuning_log_options(args),
     )
     sidecar = build(config)
     print(f"wrote {output} and {output.with_suffix('.json').name} ({sidecar.precision}, target {spec.name})")
@@ -341,12 +394,14 @@ def _bench(args) -> int:
     needs_calibration = "int8" in precisions
     build = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
                         input_shapes=parse_input_shapes(args.input_shape), quant=quant_config(args, spec),
-                        calib=data_source(args) if needs_calibration else None, quiet=args.quiet)
+                        calib=data_source(args) if needs_calibration else None, quiet=args.quiet,
+                        **tuning_log_options(args))
     data = None
     if args.data is not None:
         data = dataclasses.replace(data_source(args), path=args.data, count=args.data_count, random=False)
     config = bench.BenchConfig(build=build, precisions=precisions, threads=threads,
-                               compare_onnxruntime="onnxruntime" in args.compare, repeat=args.repeat,
+                               compare_onnxruntime="onnxruntime" in args.compare,
+                               compare_untuned="untuned" in args.compare, repeat=args.repeat,
                                warmup=args.warmup, data=data,
                                remote=remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key))
     rows = bench.run(config)
@@ -357,6 +412,30 @@ def _bench(args) -> int:
     if args.plot:
         bench.plot(rows, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _tune(args) -> int:
+    from . import targets
+    from .build import BuildConfig
+    from .deploy import remote
+    from .tune import TuneConfig, tune
+
+    spec = targets.resolve(args.target)
+    board = remote.RemoteSpec.parse(None, args.rpc_tracker, args.rpc_key)
+    if spec.is_cross and board is None:
+        raise QcompileError(f"target '{spec.name}' is another machine: measure on it with --rpc-tracker and --rpc-key")
+    build = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
+                        input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,
+                        quant=quant_config(args, spec), calib=data_source(args) if args.precision == "int8" else None,
+                        quiet=args.quiet)
+    if args.batch <= 0 or (args.cores is not None and args.cores <= 0):
+        raise QcompileError("--batch and --cores must be positive")
+    result = tune(TuneConfig(build=build, trials=args.trials, minutes=args.minutes, records=args.tuning_log,
+                             remote=board, cores=args.cores, batch=args.batch))
+    state = "stopped early; run the same command again to continue" if result.stopped_early else "done"
+    print(f"{result.stored} tuning records for {result.tasks} kernels in {result.folder} "
+          f"({result.measured} measured in {result.seconds / 60:.1f} min, {state})")
     return 0
 
 

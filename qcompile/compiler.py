@@ -8,18 +8,16 @@ from .errors import QcompileError
 from .targets import TargetSpec
 
 
-def compile_module(mod, spec: TargetSpec):
-    """Relax IRModule → relax.Executable, weights embedded."""
+def compile_kernels(mod, spec: TargetSpec):
+    """A module from `lower_kernels` (tuned kernels marked scheduled) → relax.Executable, weights embedded."""
     import tvm
-    from tvm import relax
 
     target = spec.tvm_target()
     if spec.kind == "cuda":
-        # TVM's GPU codegen needs every kernel bound to threads; dlight's default rules do it.
+        # TVM's GPU codegen needs every kernel bound to threads; dlight's default rules do it (tuned ones are kept).
         from tvm.s_tir import dlight as dl
 
         with target:
-            mod = relax.get_pipeline("zero")(mod)
             mod = dl.ApplyDefaultSchedule(
                 _float_matmul_rule(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
             )(mod)
@@ -27,6 +25,30 @@ def compile_module(mod, spec: TargetSpec):
         return tvm.compile(mod, target=target)
     except Exception as err:  # TVM's compile errors are long; the first line names the problem
         raise QcompileError(f"compilation for '{spec.name}' failed: {str(err).strip().splitlines()[0]}") from None
+
+
+def lower_kernels(mod, spec: TargetSpec):
+    """Relax graph → graph of fused TIR kernels, the form tuning extracts tasks from and records apply to.
+
+    Integer convolutions are packed for the CPU's dot-product instruction first, so that those kernels can be
+    tensorized; on CPUs the kernels with nothing to tune get a fixed schedule (`cpu_schedule`)."""
+    from tvm import relax
+
+    from . import intrinsics
+    from .passes.blocked_epilogue import BlockedEpilogue
+    from .passes.pack_conv import PackConv
+
+    target = spec.tvm_target()
+    intrinsic = intrinsics.for_target(target)
+    if intrinsic is not None:
+        mod = BlockedEpilogue()(PackConv(intrinsics.OUTPUT_LANES[intrinsic])(mod))
+    with target:
+        mod = relax.get_pipeline("zero")(mod)
+    if spec.kind == "llvm":
+        from .cpu_schedule import schedule_injective
+
+        mod = schedule_injective(mod, target)
+    return mod
 
 
 def _float_matmul_rule():

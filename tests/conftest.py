@@ -1,6 +1,9 @@
 """Shared fixtures: the real models and data in ../shared/, and artifacts built once per session."""
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +115,33 @@ def int8_x86_libraries(tmp_path_factory):
     """Every shared model quantized once (calibrated on its real data) and built for x86, with its report."""
     return build_shared_models(tmp_path_factory.mktemp("int8_x86"), lambda name, out: [
         "--report", out / f"{name}_report.md", *calibration_args(name, CALIBRATION_COUNT[name])])
+
+
+@pytest.fixture(scope="session")
+def tracker_with_board():
+    """A TVM RPC tracker on loopback with one x86 RPC server registered under the key test-board: its port."""
+    port = free_port()
+    # port_end defaults to 9199: below a free port found by the OS it would leave no port to try
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+                                str(port), "--port-end", str(port + 1)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        time.sleep(2)
+        server_port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+                                   "--key", "test-board", "--host", "127.0.0.1", "--port", str(server_port),
+                                   "--port-end", str(server_port + 1)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from tvm import rpc
+
+        deadline = time.time() + 60
+        while "test-board" not in rpc.connect_tracker("127.0.0.1", port).text_summary():
+            assert time.time() < deadline, "the RPC server did not register with the tracker"
+            time.sleep(1)
+        yield port
+    finally:
+        for process in (server, tracker):
+            if process is not None:
+                process.kill()
+                process.wait(timeout=30)

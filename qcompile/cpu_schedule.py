@@ -1,0 +1,57 @@
+"""A fixed schedule for CPU kernels with nothing to tune: injective ones (layout packing, requantize chains).
+
+MetaSchedule's CPU space for such a kernel holds one or two candidates and vectorizes only loops of at most 64
+iterations, so a 112-wide image row stays scalar: on MobileNet the packing and requantize kernels cost several
+times the (tensorized) convolutions. Here every injective kernel is fused to one loop, vectorized 64 bytes
+wide and run in parallel; the kernels are marked scheduled, so tuning skips them and builds reuse the rule.
+"""
+
+from __future__ import annotations
+
+VECTOR_BYTES = 64  # one AVX-512 register
+_SPATIAL = 0  # IterVar.DataPar
+
+
+def schedule_injective(mod, target):
+    """Schedule every unscheduled, purely spatial PrimFunc of `mod` for a CPU target."""
+    from tvm.s_tir import dlight as dl
+
+    with target:
+        return dl.ApplyDefaultSchedule(_Injective())(mod)
+
+
+def _rule_base():
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    return CPUScheduleRule
+
+
+class _Injective(_rule_base()):
+    def apply(self, func, target, tunable):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if any(iv.iter_type != _SPATIAL for block in blocks for iv in sch.get(block).iter_vars):
+            return None  # a reduction: MetaSchedule's to tune
+        for block in blocks[:-1]:
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - a producer that cannot be inlined keeps its own loop nest
+                pass
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            loops = sch.get_loops(block)
+            if not loops:
+                continue
+            fused = sch.fuse(*loops)
+            lanes = max(1, VECTOR_BYTES // max(1, _widest_bytes(sch.get(block))))
+            outer, inner = sch.split(fused, factors=[None, lanes])
+            sch.parallel(outer)
+            sch.vectorize(inner)
+        return sch
+
+
+def _widest_bytes(block) -> int:
+    import tvm
+
+    return max((tvm.DataType(str(r.source.dtype)).bits // 8 for r in [*block.reads, *block.writes]), default=4)

@@ -1,0 +1,107 @@
+"""Int8 dot-product tensor intrinsics: which one a target has, registered so that MetaSchedule can tensorize with it.
+
+TVM 0.27 registers `dot_16x4_vnni` with operands LLVM 22 rejects: `llvm.x86.avx512.vpdpbusd.512` is declared
+`<16 x i32>(<16 x i32>, <64 x i8>, <64 x i8>)`, but TVM passes the two byte operands as `<16 x i32>`, so every
+tensorized candidate fails LLVM's verifier. qcompile registers the same description with the operands
+reinterpreted as 64 bytes (u8 activations broadcast four at a time, s8 weights packed [16][4]), under the name
+MetaSchedule's x86 rules look up.
+
+Importing `tvm.s_tir.tensor_intrin` whole (every target's intrinsics, 15-80 s) is avoided: the x86 one is defined
+here, the others are loaded from their own modules only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
+ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
+OUTPUT_LANES = {VNNI: 16, ARM_SDOT: 4}  # int32 outputs one instruction produces: the packed output-channel block
+
+
+def for_target(target) -> str | None:
+    """The int8 dot-product intrinsic the target's CPU has (None: no tensorized int8 path)."""
+    from tvm.target import codegen
+
+    if target.kind.name != "llvm":
+        return None
+    if codegen.target_has_features("avx512vnni", target):
+        register_vnni()
+        return VNNI
+    if codegen.target_has_features("dotprod", target):
+        register_arm()
+        return ARM_SDOT
+    return None
+
+
+@functools.cache
+def register_vnni() -> None:
+    _stub_package()
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    TensorIntrin.register(VNNI, desc, impl, override=True)
+
+
+@functools.cache
+def register_arm() -> None:
+    _load_intrinsic_module("arm_cpu")
+
+
+def _load_intrinsic_module(name: str):
+    import importlib
+
+    _stub_package()
+    return importlib.import_module(f"tvm.s_tir.tensor_intrin.{name}")
+
+
+def _stub_package() -> None:
+    """Stand in for the `tvm.s_tir.tensor_intrin` package so that its modules load one at a time.
+
+    The package's __init__ loads every target's intrinsics (CUDA's alone take most of its 15-80 s) and registers
+    the broken VNNI one, which would then clash with ours; MetaSchedule's TuneContext imports the package, and
+    with the stand-in in place that import is free."""
+    import sys
+    import types
+    from pathlib import Path
+
+    import tvm.s_tir
+
+    package = "tvm.s_tir.tensor_intrin"
+    if package not in sys.modules:
+        stub = types.ModuleType(package)
+        stub.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+        sys.modules[package] = stub

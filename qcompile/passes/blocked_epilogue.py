@@ -1,0 +1,88 @@
+"""Blocked epilogue: run the elementwise ops after a packed conv in its blocked layout, before unpacking."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import PyExprMutator, expr_functor
+from tvm.relax import op as R
+
+from .common import constant_value, op_name, rewrite_main
+from .pack_conv import UNPACK, unpack
+
+_UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype),
+          "relax.clip": lambda x, call: R.clip(x, call.args[1], call.args[2]),
+          "relax.nn.relu": lambda x, call: R.nn.relu(x)}
+_BINARY = {"relax.add": R.add, "relax.subtract": R.subtract, "relax.multiply": R.multiply,
+           "relax.right_shift": R.right_shift, "relax.left_shift": R.left_shift, "relax.maximum": R.maximum,
+           "relax.minimum": R.minimum}
+
+
+@expr_functor.mutator
+class _Sink(PyExprMutator):
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        name = op_name(call)
+        if name in _UNARY:
+            packed = self._packed(call.args[0])
+            if packed is None:
+                return call
+            return self._unpack(self.builder_.emit(_UNARY[name](packed[0], call)), packed[1])
+        if name not in _BINARY:
+            return call
+        operands = [self._operand(a, call.args) for a in call.args[:2]]
+        if any(o is None for o in operands) or not any(isinstance(a, tuple) for a in operands):
+            return call
+        channels = next(a[1] for a in operands if isinstance(a, tuple))
+        if any(isinstance(a, tuple) and a[1] != channels for a in operands):
+            return call
+        blocked = [a[0] if isinstance(a, tuple) else a for a in operands]
+        return self._unpack(self.builder_.emit(_BINARY[name](*blocked)), channels)
+
+    def _operand(self, arg, args):
+        """(blocked tensor, channels) for an unpacked one, a constant packed to match, or None: not movable."""
+        packed = self._packed(arg)
+        if packed is not None:
+            return packed
+        value = constant_value(arg)
+        other = next((self._packed(a) for a in args[:2] if a is not arg and self._packed(a) is not None), None)
+        if value is None or other is None:
+            return None
+        return _pack_constant(value, other[0], other[1])
+
+    def _packed(self, expr):
+        """(the blocked tensor, NCHW channel count) if `expr` is an unpack kernel's output, else None."""
+        while isinstance(expr, relax.Var) and self.lookup_binding(expr) is not None:
+            expr = self.lookup_binding(expr)  # through aliases (`lv1 = lv`) to the call
+        if op_name(expr) != "relax.call_tir" or not expr.args[0].name_hint.startswith(UNPACK):
+            return None
+        blocked = expr.args[1].fields[0]
+        return blocked, int(expr.ty.shape[1])
+
+    def _unpack(self, blocked, channels):
+        return self.builder_.emit_te(unpack, blocked, channels, primfunc_name_hint=UNPACK)
+
+
+def _pack_constant(value: np.ndarray, blocked, channels: int):
+    """A scalar stays; a per-channel [1, C, 1, 1] constant becomes [1, C/k, 1, 1, k], zero-padded to the blocks."""
+    if value.size == 1:
+        return relax.const(value.reshape(()), str(value.dtype))
+    if value.size != channels or value.ndim != 4 or value.shape[1] != channels:
+        return None
+    _, chunks, _, _, block = (int(d) for d in blocked.ty.shape)
+    padded = np.zeros(chunks * block, value.dtype)
+    padded[:channels] = value.reshape(-1)
+    return relax.const(padded.reshape(1, chunks, 1, 1, block), str(value.dtype))
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.BlockedEpilogue")
+class BlockedEpilogue:
+    """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts,
+    casts, clip) with scalar or per-channel constants, repeatedly: a packed conv's requantize chain then runs in
+    the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
+    result is left instead of an int32 unpack and a separate requantize kernel."""
+
+    def transform_module(self, mod, ctx):
+        mod = rewrite_main(_Sink(mod), mod)
+        return relax.transform.DeadCodeElimination(["main"])(mod)

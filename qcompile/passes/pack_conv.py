@@ -1,0 +1,107 @@
+"""Pack integer convolutions into the blocked layout the CPU's int8 dot-product instruction reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, topi
+from tvm.relax import PyExprMutator, expr_functor
+
+from .common import constant_value, op_name, rewrite_main
+
+IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd and sdot both take 4
+UNPACK = "unpack_output"  # name of the kernels that turn a packed conv's output back into NCHW
+
+
+@expr_functor.mutator
+class _Pack(PyExprMutator):
+    def __init__(self, mod, oc_block):
+        super().__init__(mod)
+        self.oc_block = oc_block
+
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        if op_name(call) != "relax.nn.conv2d":
+            return call
+        data, weight = call.args
+        attrs = call.attrs
+        kernel = constant_value(weight)
+        if (kernel is None or int(attrs.groups) != 1 or str(attrs.out_dtype) != "int32"
+                or str(data.ty.dtype) not in ("uint8", "int8") or kernel.dtype != np.int8
+                or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
+            return call
+        out_channels = kernel.shape[0]
+        packed = self.builder_.emit_te(_to_blocked, data, primfunc_name_hint="pack_data")
+        acc = self.builder_.emit_te(
+            _conv_blocked, packed, relax.const(pack_kernel(kernel, self.oc_block)),
+            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation],
+            primfunc_name_hint="conv2d_NCHWc_int8")
+        return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
+
+
+def pack_kernel(kernel: np.ndarray, oc_block: int) -> np.ndarray:
+    """OIHW int8 → [O/oc_block, I/4, H, W, 1, oc_block, 4], zero-padded: one dot-product operand per (o, i) block."""
+    out_channels, in_channels, kh, kw = kernel.shape
+    padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, IC_BLOCK), kh, kw), np.int8)
+    padded[:out_channels, :in_channels] = kernel
+    o, i = padded.shape[0] // oc_block, padded.shape[1] // IC_BLOCK
+    blocked = padded.reshape(o, oc_block, i, IC_BLOCK, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+    return np.ascontiguousarray(blocked.reshape(o, i, kh, kw, 1, oc_block, IC_BLOCK))
+
+
+def _to_blocked(data):
+    """NCHW → NCHW4c, channels zero-padded to a multiple of 4 (zero weights meet them)."""
+    n, c, h, w = data.shape
+    blocks = (int(c) + IC_BLOCK - 1) // IC_BLOCK
+    return te.compute(
+        (n, blocks, h, w, IC_BLOCK),
+        lambda b, cb, y, x, ci: tvm.tirx.if_then_else(
+            cb * IC_BLOCK + ci < c, data[b, cb * IC_BLOCK + ci, y, x], tvm.tirx.const(0, data.dtype)),
+        name="pack_data")
+
+
+def _conv_blocked(data, kernel, strides, padding, dilation):
+    """TOPI's conv2d_NCHWc_int8 compute, without its `schedule_rule` tag: MetaSchedule has no rule of that name
+    on CPUs and warns once per candidate batch, while its generic rules (with the intrinsic) do the work."""
+    n, _, height, width, _ = data.shape
+    oc_chunks, ic_chunks, kh, kw, _, oc_block, _ = kernel.shape
+    top, left, bottom, right = padding
+    (sh, sw), (dh, dw) = strides, dilation
+    if any(padding):
+        data = topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name="data_pad")
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    ic, ry, rx, rc = (te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"),
+                      te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, IC_BLOCK), "rc"))
+    return te.compute(
+        (n, oc_chunks, out_h, out_w, oc_block),
+        lambda b, oc, y, x, ob: te.sum(
+            data[b, ic, y * sh + ry * dh, x * sw + rx * dw, rc].astype("int32")
+            * kernel[oc, ic, ry, rx, 0, ob, rc].astype("int32"),
+            axis=[ry, rx, ic, rc]),
+        name="conv2d_NCHWc_int8")
+
+
+def unpack(acc, channels):
+    """NCHW[k]c → NCHW, dropping the padding channels."""
+    n, _, h, w, block = acc.shape
+    return te.compute((n, channels, h, w), lambda b, c, y, x: acc[b, c // block, y, x, c % block],
+                      name="unpack_output")
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.PackConv")
+class PackConv:
+    """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as an NCHW4c conv
+    with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
+    (16 for VNNI, 4 for sdot). In that layout the innermost block is exactly the tensor intrinsic's operands,
+    so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized. Grouped and depthwise convs stay."""
+
+    def __init__(self, oc_block: int):
+        self.oc_block = oc_block
+
+    def transform_module(self, mod, ctx):
+        return rewrite_main(_Pack(mod, self.oc_block), mod)

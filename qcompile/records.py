@@ -1,0 +1,93 @@
+"""Tuning records on disk: one MetaSchedule JSON database per (model, precision, whole target), and applying them.
+
+Layout under a root folder (the repository's `tuning_logs/` by default):
+
+    <model stem>-<first 12 hex of the ONNX file's sha256>/<precision>/<target folder>/
+        database_workload.json, database_tuning_record.json   (MetaSchedule's JSONDatabase)
+        target.json                                          (the whole target the records were measured on)
+        tuning.json                                          (candidates measured and time spent, all runs)
+
+The target folder is `<kind>-<mcpu or arch>-<first 10 hex of sha256(canonical target JSON)>`: two targets that
+differ in any attribute (CPU, features, triple, core count) never share records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .errors import QcompileError
+from .targets import TargetSpec
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "tuning_logs"
+WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
+def folder(root: Path, model: Path, model_sha256: str, precision: str, spec: TargetSpec) -> Path:
+    """Where the records of this model, precision and target live under `root`."""
+    cpu = spec.target.get("mcpu") or spec.target.get("arch") or "generic"
+    target_hash = hashlib.sha256(spec.key().encode()).hexdigest()[:10]
+    return root / f"{model.stem}-{model_sha256[:12]}" / precision / f"{spec.kind}-{cpu}-{target_hash}"
+
+
+def open_database(path: Path, spec: TargetSpec, create: bool):
+    """The JSON database in `path` (made when `create`). Its schedules name the target's tensor intrinsics,
+    which must be registered before they are read."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from . import intrinsics
+
+    intrinsics.for_target(spec.tvm_target())
+    if not create and not (path / RECORDS).is_file():
+        raise QcompileError(f"no tuning records in {path} (expected {RECORDS} and {WORKLOADS})")
+    return ms.database.JSONDatabase(str(path / WORKLOADS), str(path / RECORDS), allow_missing=create)
+
+
+def write_target(path: Path, spec: TargetSpec) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "target.json").write_text(json.dumps({"name": spec.name, "target": spec.target}, indent=2) + "\n")
+
+
+def add_tuning_time(path: Path, measured: int, seconds: float) -> dict:
+    """Add one tuning run to the folder's running totals (what the benchmark tables report as tuning time)."""
+    history = path / "tuning.json"
+    totals = json.loads(history.read_text()) if history.is_file() else {"runs": 0, "measured": 0, "seconds": 0.0}
+    totals = {"runs": totals["runs"] + 1, "measured": totals["measured"] + measured,
+              "seconds": round(totals["seconds"] + seconds, 1)}
+    history.write_text(json.dumps(totals) + "\n")
+    return totals
+
+
+def count(path: Path) -> int:
+    """Number of measured candidates stored in `path` (0 if none)."""
+    records = path / RECORDS
+    return sum(1 for line in records.read_text().splitlines() if line.strip()) if records.is_file() else 0
+
+
+def apply(mod, database, target):
+    """Replace each PrimFunc of `mod` that the database has a schedule for by its best measured schedule.
+
+    MetaSchedule's own ApplyDatabase pass finds nothing in TVM 0.27: tasks are stored as a module holding the
+    function as `main` (with that global symbol), and the pass looks the bare function up. Here the lookup uses
+    the same wrapping as task extraction. Returns (module, functions scheduled, functions looked up).
+    """
+    import tvm
+    from tvm import tirx
+
+    found, total = 0, 0
+    updates = {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled", False):
+            continue
+        total += 1
+        task = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+        sch = database.query_schedule(task, target=target, workload_name="main")
+        if sch is None:
+            continue
+        found += 1
+        scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
+        updates[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    return mod, found, total

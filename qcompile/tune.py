@@ -1,0 +1,215 @@
+"""`qcompile tune`: MetaSchedule search with the XGBoost cost model over a model's kernels, records kept on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from . import build, compiler, progress, records
+from .deploy.remote import RemoteSpec
+from .errors import QcompileError
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    build: build.BuildConfig  # model, target, precision and quantization, as `qcompile build` takes them
+    trials: int = 2000  # measured candidates in all, shared among kernels by MetaSchedule's gradient scheduler
+    minutes: float | None = None  # stop after this long (after the batch being measured), whichever comes first
+    records: Path | None = None  # the records folder; default: records.folder(tuning_logs/, ...)
+    remote: RemoteSpec | None = None  # measure on a board behind a TVM RPC tracker instead of this machine
+    cores: int | None = None  # cores the kernels may use (default: the target's num-cores, else this machine's)
+    batch: int = 32  # candidates per measurement batch: Ctrl-C and --minutes take effect between batches
+
+    def __post_init__(self):
+        if self.trials <= 0:
+            raise QcompileError(f"--trials must be positive, got {self.trials}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise QcompileError(f"--minutes must be positive, got {self.minutes}")
+        if self.remote is not None and not self.remote.tracker:
+            raise QcompileError("tuning measures through a TVM RPC tracker: give --rpc-tracker and --rpc-key")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    folder: Path
+    tasks: int
+    measured: int  # candidates measured in this run
+    stored: int  # candidates in the records after it
+    seconds: float
+    stopped_early: bool  # by Ctrl-C or --minutes
+
+
+class _Stop(Exception):
+    """Raised between measurement batches to end the search; everything measured is already stored."""
+
+
+def tune(config: TuneConfig) -> TuneResult:
+    from tvm.s_tir import meta_schedule as ms
+
+    # MetaSchedule prints its per-task tables on stdout; they stay in the records folder's logs/, the bar shows progress
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+
+    spec = config.build.target
+    spec.check_toolchain()
+    quiet = config.build.quiet
+    mod, sidecar = build.lower_model(config.build)
+    folder = config.records or records.folder(records.DEFAULT_ROOT, config.build.model, sidecar.model_sha256,
+                                              sidecar.precision, spec)
+    cores = config.cores or int(spec.target.get("num-cores", 0)) or os.cpu_count()
+    target = _tuning_target(spec, cores)
+    with progress.step("extracting tuning tasks", quiet):
+        kernels = compiler.lower_kernels(mod, spec)
+        extracted = [task for task in ms.relax_integration.extract_tasks(kernels, target)
+                     if not task.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
+    if not extracted:
+        raise QcompileError("the model has no kernels to tune")
+    records.write_target(folder, spec)
+    database = records.open_database(folder, spec, create=True)
+    before = records.count(folder)
+    progress.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
+                  + (f" (continuing from {before} stored)" if before else ""), quiet)
+    # a smaller population than MetaSchedule's default (512): on a few cores the search itself, not the
+    # measurements, would otherwise take most of the time of each batch
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted, work_dir=str(folder / "logs"), strategy=strategy, num_threads=cores)
+    deadline = None if config.minutes is None else time.monotonic() + config.minutes * 60
+    watcher = _Progress(config.trials, [c.task_name for c in contexts], weights, deadline, quiet)
+    start = time.monotonic()
+    with _stop_on_interrupt(watcher), _threads(cores):
+        try:
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=str(folder / "logs"),
+                max_trials_global=config.trials, num_trials_per_iter=min(config.batch, config.trials),
+                builder=ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(
+                    _export_candidate, spec.cc), max_workers=cores, timeout_sec=120),
+                runner=_runner(config.remote, cores), database=database, cost_model="xgb",
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watcher.callback()],
+            )
+        except Exception as err:  # noqa: BLE001 - a stop request surfaces through TVM's FFI as its own error
+            if not watcher.stopped:
+                raise
+            del err
+        finally:
+            watcher.close()
+    result = TuneResult(folder, len(contexts), watcher.measured, records.count(folder),
+                        time.monotonic() - start, watcher.stopped)
+    records.add_tuning_time(folder, result.measured, result.seconds)
+    progress.note(f"tuned {result.measured} candidates in {result.seconds / 60:.1f} min"
+                  f"{' (stopped early)' if result.stopped_early else ''}; {result.stored} stored in {folder}", quiet)
+    return result
+
+
+def _tuning_target(spec, cores: int):
+    import tvm
+
+    return tvm.target.Target({**spec.target, "num-cores": cores})
+
+
+def _build_candidate(mod, target, _params):
+    """MetaSchedule's default builder function, less its `import tvm.s_tir.tensor_intrin`: a fresh worker
+    process would spend 15-80 s on it (past the build timeout), and the candidates are already tensorized."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def _export_candidate(cc, module) -> str:
+    """A shared library (cross-linked for a board): what both the local runner and an RPC server load."""
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="qcompile-tune-"), "candidate.so")
+    module.export_library(path, cc=cc) if cc else module.export_library(path)
+    return path
+
+
+def _runner(remote: RemoteSpec | None, cores: int):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
+    if remote is None:
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+    rpc = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port, tracker_key=remote.key,
+                              session_timeout_sec=120)
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=evaluator, max_workers=1)
+
+
+class _Progress:
+    """A progress bar over measured candidates, with each kernel's best latency; asks the search to stop."""
+
+    def __init__(self, trials, names, weights, deadline, quiet):
+        from tqdm import tqdm
+
+        self.names, self.weights, self.deadline = names, weights, deadline
+        self.best = [float("inf")] * len(names)
+        self.measured = 0
+        self.stop_requested = self.stopped = False
+        self.bar = tqdm(total=trials, unit="trial", desc="tuning", disable=quiet, dynamic_ncols=True)
+
+    def callback(self):
+        from tvm.ir.utils import derived_object
+        from tvm.s_tir import meta_schedule as ms
+
+        watcher = self
+
+        @derived_object
+        class _Callback(ms.measure_callback.PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                watcher.update(task_id, runner_results)
+
+        return _Callback()
+
+    def update(self, task_id, runner_results) -> None:
+        for result in runner_results:
+            if result.error_msg is None and result.run_secs:
+                mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                self.best[task_id] = min(self.best[task_id], mean)
+        self.measured += len(runner_results)
+        self.bar.update(len(runner_results))
+        known = [b * w for b, w in zip(self.best, self.weights) if b != float("inf")]
+        self.bar.set_postfix_str(f"kernel {task_id + 1}/{len(self.names)} best {self.best[task_id] * 1e3:.3f} ms, "
+                                 f"tuned kernels sum {sum(known) * 1e3:.2f} ms")
+        if self.stop_requested or (self.deadline is not None and time.monotonic() > self.deadline):
+            self.stopped = True
+            raise _Stop()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(watcher: _Progress):
+    """First Ctrl-C: finish the batch being measured, keep it, stop. A second one interrupts at once."""
+
+    def first(signum, frame):
+        watcher.stop_requested = True
+        progress.note("stopping after the batch being measured (Ctrl-C again to abort now)")
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _threads(cores: int):
+    """Candidates run in worker processes, whose TVM thread pools size themselves from this variable."""
+    old = os.environ.get("TVM_NUM_THREADS")
+    os.environ["TVM_NUM_THREADS"] = str(cores)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TVM_NUM_THREADS"]
+        else:
+            os.environ["TVM_NUM_THREADS"] = old

@@ -1,0 +1,152 @@
+"""`qcompile tune` on one small int8 convolution: records stored, reused by build, tensorized with VNNI."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+from conftest import run_cli
+from qcompile import build, records, targets
+from qcompile.calibdata import DataSource
+
+TRIALS = 12  # a handful: enough for every kernel of the model to get a measured, tensorized schedule
+
+pytestmark = pytest.mark.skipif(
+    not tvm.target.codegen.target_has_features("avx512vnni", targets.resolve("x86").tvm_target()),
+    reason="this machine's CPU has no AVX-512 VNNI")
+
+
+@pytest.fixture(scope="module")
+def conv_model(tmp_path_factory):
+    """Conv 16→32 3×3 + ReLU on 1×16×28×28, random weights, and 8 random calibration inputs."""
+    folder = tmp_path_factory.mktemp("conv")
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal((32, 16, 3, 3)) * 0.1).astype(np.float32), "w"),
+               numpy_helper.from_array((rng.standard_normal(32) * 0.1).astype(np.float32), "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], weights)
+    model = folder / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    calib = folder / "calib.npy"
+    np.save(calib, rng.standard_normal((8, 1, 16, 28, 28)).astype(np.float32))
+    return model, calib
+
+
+@pytest.fixture(scope="module")
+def tuned(conv_model, tmp_path_factory):
+    """The conv model tuned for TRIALS trials into a fresh tuning_logs root: (model, calib, records folder)."""
+    model, calib = conv_model
+    root = tmp_path_factory.mktemp("tuning_logs")
+    log = root / "conv"
+    assert run_cli("tune", model, "--calib", calib, "--trials", TRIALS, "--batch", 4, "--tuning-log", log) == 0
+    return model, calib, log
+
+
+def _config(model, calib, **fields):
+    spec = targets.resolve("x86")
+    return build.BuildConfig(model=model, target=spec, output=model.with_suffix(".so"),
+                             calib=DataSource(calib, count=8), **{"quiet": True, **fields})
+
+
+def _library_and_latency(executable, x):
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x)).numpy()
+    timer = vm.time_evaluator("main", tvm.cpu(), number=50, repeat=5)
+    return out, float(np.median(timer(tvm.runtime.tensor(x)).results))
+
+
+def test_tune_stores_a_metaschedule_database_with_its_target(tuned):
+    _, _, log = tuned
+    assert records.count(log) >= TRIALS
+    assert (log / records.WORKLOADS).stat().st_size > 0
+    assert json.loads((log / "target.json").read_text())["target"] == targets.resolve("x86").target
+
+
+def test_tuned_records_are_applied_to_every_kernel(tuned):
+    model, calib, log = tuned
+    mod, _ = build.lower_model(_config(model, calib))
+    spec = targets.resolve("x86")
+    from qcompile import compiler
+
+    kernels = compiler.lower_kernels(mod, spec)
+    _, found, total = records.apply(kernels, records.open_database(log, spec, create=False), spec.tvm_target())
+    assert total > 0 and found == total
+
+
+def test_build_from_the_log_runs_the_conv_on_vpdpbusd_and_is_faster(tuned):
+    model, calib, log = tuned
+    tuned_exe, _ = build.compile_model(_config(model, calib, tuning_log=log))
+    untuned_exe, _ = build.compile_model(_config(model, calib, tuning_records=None))
+    asm = tuned_exe.mod.imports[0].inspect_source("asm")
+    untuned_asm = untuned_exe.mod.imports[0].inspect_source("asm")
+    # LLVM alone pattern-matches a few vpdpbusd in the untuned conv; the tensorized one is made of them
+    assert asm.count("vpdpbusd") >= 4 * max(1, untuned_asm.count("vpdpbusd"))
+    x = np.random.default_rng(1).standard_normal((1, 16, 28, 28)).astype(np.float32)
+    tuned_out, tuned_ms = _library_and_latency(tuned_exe, x)
+    untuned_out, untuned_ms = _library_and_latency(untuned_exe, x)
+    # same integers; the final dequantize multiply may round differently once vectorized
+    np.testing.assert_allclose(tuned_out, untuned_out, rtol=1e-6, atol=1e-6)
+    assert tuned_ms < untuned_ms
+
+
+def test_build_finds_records_under_the_tuning_logs_root(tuned, tmp_path, capsys):
+    model, calib, log = tuned
+    sidecar_config = _config(model, calib)
+    _, sidecar = build.lower_model(sidecar_config)
+    folder = records.folder(tmp_path, model, sidecar.model_sha256, sidecar.precision, sidecar_config.target)
+    folder.parent.mkdir(parents=True)
+    folder.symlink_to(log, target_is_directory=True)
+    found = build.find_records(_config(model, calib, tuning_records=tmp_path, quiet=False), sidecar)
+    assert found is not None
+    assert str(folder) in capsys.readouterr().err
+
+
+def test_tune_again_continues_from_the_stored_records_and_stops_on_time(tuned, tmp_path, capsys):
+    model, calib, log = tuned
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in (records.WORKLOADS, records.RECORDS, "target.json"):
+        (copy / name).write_bytes((log / name).read_bytes())
+    before = records.count(copy)
+    # a budget of under a second ends the run after its first batch
+    assert run_cli("tune", model, "--calib", calib, "--trials", 100, "--batch", 4, "--minutes", 0.01,
+                   "--tuning-log", copy) == 0
+    out = capsys.readouterr()
+    assert f"continuing from {before} stored" in out.err
+    assert "stopped early" in out.out
+    assert before < records.count(copy) < before + 100
+
+
+def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):
+    model, calib, log = tuned
+    assert run_cli("bench", model, "--precision", "int8", "--calib", calib, "--calib-count", 8, "--tuning-log", log,
+                   "--compare", "untuned", "--repeat", 5, "-q", "--output", tmp_path / "t.json") == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    kernels = [r["tuned kernels"] for r in rows]
+    assert kernels[1] == "untuned" and kernels[0].split("/")[0] == kernels[0].split("/")[1] != "0"
+
+
+def test_tune_measures_on_a_board_behind_an_rpc_tracker(conv_model, tracker_with_board, tmp_path):
+    model, calib = conv_model
+    assert run_cli("tune", model, "--calib", calib, "--trials", 4, "--batch", 4, "--tuning-log", tmp_path,
+                   "--rpc-tracker", f"127.0.0.1:{tracker_with_board}", "--rpc-key", "test-board") == 0
+    assert records.count(tmp_path) >= 4
+
+
+def test_tune_for_a_board_without_a_tracker_is_a_one_line_error(conv_model, capsys):
+    model, calib = conv_model
+    assert run_cli("tune", model, "--target", "rpi5", "--calib", calib) == 2
+    err = capsys.readouterr().err
+    assert "--rpc-tracker" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tune_rejects_a_non_positive_budget(conv_model, capsys):
+    model, calib = conv_model
+    assert run_cli("tune", model, "--calib", calib, "--trials", 0) == 2
+    assert "--trials must be positive" in capsys.readouterr().err
