@@ -89,13 +89,12 @@ def tune(config: TuneConfig) -> TuneResult:
                 max_trials_global=config.trials, num_trials_per_iter=min(config.batch, config.trials),
                 builder=ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(
                     _export_candidate, spec.cc), max_workers=cores, timeout_sec=120),
-                runner=_runner(config.remote, cores), database=database, cost_model="xgb",
+                runner=_runner(config.remote), database=database, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watcher.callback()],
             )
-        except Exception as err:  # noqa: BLE001 - a stop request surfaces through TVM's FFI as its own error
+        except Exception:  # a stop request (_Stop) comes back through TVM's FFI as one of its own errors
             if not watcher.stopped:
                 raise
-            del err
         finally:
             watcher.close()
     result = TuneResult(folder, len(contexts), watcher.measured, records.count(folder),
@@ -131,7 +130,7 @@ def _export_candidate(cc, module) -> str:
     return path
 
 
-def _runner(remote: RemoteSpec | None, cores: int):
+def _runner(remote: RemoteSpec | None):
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
