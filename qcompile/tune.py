@@ -88,7 +88,7 @@ def tune(config: TuneConfig) -> TuneResult:
                 tasks=contexts, task_weights=weights, work_dir=str(folder / "logs"),
                 max_trials_global=config.trials, num_trials_per_iter=min(config.batch, config.trials),
                 builder=ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(
-                    _export_candidate, spec.cc), max_workers=cores, timeout_sec=120),
+                    _export_candidate, spec.cc), max_workers=cores, timeout_sec=120, initializer=_ignore_interrupt),
                 runner=_runner(config.remote), database=database, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watcher.callback()],
             )
@@ -135,10 +135,16 @@ def _runner(remote: RemoteSpec | None):
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
     if remote is None:
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, initializer=_ignore_interrupt)
     rpc = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port, tracker_key=remote.key,
                               session_timeout_sec=120)
-    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=evaluator, max_workers=1)
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=evaluator, max_workers=1,
+                               initializer=_ignore_interrupt)
+
+
+def _ignore_interrupt() -> None:
+    """Worker processes share the terminal's process group: Ctrl-C must stop the search, not kill them mid-batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Progress:
