@@ -149,8 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--trials", type=int, default=2000,
                         help="candidate schedules to measure in all, shared among the kernels (default 2000)")
     budget.add_argument("--minutes", type=float, help="stop after this many minutes")
-    tune.add_argument("--batch", type=int, default=64,
-                      help="candidates measured per search round (default 64); Ctrl-C and --minutes act between "
+    tune.add_argument("--batch", type=int, default=16,
+                      help="candidates measured per kernel per search round (default 16: every kernel is measured "
+                           "once before the budget goes where it helps most); Ctrl-C and --minutes act between "
                            "rounds")
     tune.add_argument("--cores", type=int,
                       help="cores the tuned kernels may use (default: the target's num-cores, else this machine's)")

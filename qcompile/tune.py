@@ -24,7 +24,7 @@ class TuneConfig:
     records: Path | None = None  # the records folder; default: records.folder(tuning_logs/, ...)
     remote: RemoteSpec | None = None  # measure on a board behind a TVM RPC tracker instead of this machine
     cores: int | None = None  # cores the kernels may use (default: the target's num-cores, else this machine's)
-    batch: int = 32  # candidates per measurement batch: Ctrl-C and --minutes take effect between batches
+    batch: int = 16  # candidates per kernel per round: Ctrl-C and --minutes take effect between batches
 
     def __post_init__(self):
         if self.trials <= 0:
