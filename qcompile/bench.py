@@ -64,13 +64,13 @@ def run(config: BenchConfig) -> list[dict]:
     inputs = importer.static_inputs(model, config.build.input_shapes)
     x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in inputs]
     session = config.remote.connect() if config.remote is not None else None
-    builds = [config.build]
+    variants = [_tvm_variant(config, config.build, precision, x, session) for precision in config.precisions]
     if config.compare_untuned:
-        builds.append(dataclasses.replace(config.build, tuning_log=None, tuning_records=None))
-    variants = [_tvm_variant(config, build, precision, x, session) for build in builds for precision in config.precisions]
-    if config.compare_untuned:
-        for v in variants[len(config.precisions):]:
-            v.family = "untuned"
+        untuned = dataclasses.replace(config.build, tuning_log=None, tuning_records=None)
+        # a precision that found no records is untuned already: its FP32/INT8 pair serves as the baseline
+        for v in [v for v in variants if v.tuned != "untuned"]:
+            variants.append(dataclasses.replace(_tvm_variant(config, untuned, v.precision, x, session),
+                                                family="untuned"))
     if config.compare_onnxruntime:
         variants += [_ort_variant(config, precision, inputs, x) for precision in config.precisions]
     rows, owners = [], []
@@ -195,7 +195,8 @@ def _speedups(rows: list[dict], owners: list[Variant]) -> None:
                      == (engine, precision, threads, family)), None)
 
     for r, v in zip(rows, owners):
-        fp32 = find(v.engine, "fp32", r["threads"], v.family)
+        # an untuned INT8 without an untuned FP32 twin: the FP32 build found no records, so it is untuned itself
+        fp32 = find(v.engine, "fp32", r["threads"], v.family) or find(v.engine, "fp32", r["threads"], "")
         ort = find("onnxruntime", v.precision, r["threads"], "")
         if fp32 is not None:
             r["speedup vs FP32"] = fp32["median ms"] / r["median ms"]
@@ -210,7 +211,7 @@ def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], o
     samples = calibdata.samples(config.data, inputs, avoid=calib.count if shared else 0)  # held out from calibration
     reference = {(v.engine, v.family): v for v in variants if v.precision == "fp32"}
     for v in variants:
-        fp32 = reference.get((v.engine, v.family))
+        fp32 = reference.get((v.engine, v.family)) or reference.get((v.engine, ""))
         if v.precision != "int8" or fp32 is None:
             continue
         agree = np.mean([v.outputs(s).argmax() == fp32.outputs(s).argmax() for s in samples])
