@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from . import artifact, calibdata, compiler, importer, progress, records
@@ -64,13 +65,18 @@ def find_records(config: BuildConfig, sidecar: artifact.Sidecar):
         return records.open_database(config.tuning_log, config.target, create=False)
     if config.tuning_records is None:
         return None
-    folder = records.folder(config.tuning_records, config.model, sidecar.model_sha256, sidecar.precision,
-                            config.target)
-    if records.count(folder) == 0:
+    folder = records.find(config.tuning_records, config.model, sidecar.model_sha256, sidecar.precision,
+                          config.target)
+    if folder is None:
         progress.note(f"no tuning records for this model and target (kernels stay untuned; "
                       f"'qcompile tune' makes them)", config.quiet)
         return None
-    progress.note(f"using tuning records in {folder}", config.quiet)
+    recorded = records.measured_on(folder)
+    if recorded != config.target.target:
+        progress.note(f"using tuning records measured on a compatible target ({json.dumps(recorded)}) in {folder}; "
+                      f"'qcompile tune' tunes for this one", config.quiet)
+    else:
+        progress.note(f"using tuning records in {folder}", config.quiet)
     return records.open_database(folder, config.target, create=False)
 
 

@@ -8,7 +8,10 @@ Layout under a root folder (the repository's `tuning_logs/` by default):
         tuning.json                                          (candidates measured and time spent, all runs)
 
 The target folder is `<kind>-<mcpu or arch>-<first 10 hex of sha256(canonical target JSON)>`: two targets that
-differ in any attribute (CPU, features, triple, core count) never share records.
+differ in any attribute (CPU, features, triple, core count) never share a folder. When building for a target that
+has no folder of its own, `find` falls back to records measured on a compatible one (same kind, triple and GPU
+arch, and the same int8 dot-product intrinsic, which is the only instruction a schedule names): a schedule tuned on
+one AVX-512 VNNI CPU is valid on another, if not the best one there.
 """
 
 from __future__ import annotations
@@ -29,6 +32,32 @@ def folder(root: Path, model: Path, model_sha256: str, precision: str, spec: Tar
     cpu = spec.target.get("mcpu") or spec.target.get("arch") or "generic"
     target_hash = hashlib.sha256(spec.key().encode()).hexdigest()[:10]
     return root / f"{model.stem}-{model_sha256[:12]}" / precision / f"{spec.kind}-{cpu}-{target_hash}"
+
+
+def find(root: Path, model: Path, model_sha256: str, precision: str, spec: TargetSpec) -> Path | None:
+    """The records folder to build with: this target's own, else one measured on a compatible target, else None."""
+    own = folder(root, model, model_sha256, precision, spec)
+    if count(own):
+        return own
+    for candidate in sorted(path.parent for path in own.parent.glob("*/target.json")):
+        if count(candidate) and _compatible(measured_on(candidate), spec.target):
+            return candidate
+    return None
+
+
+def measured_on(path: Path) -> dict:
+    """The target a records folder was measured on."""
+    return json.loads((path / "target.json").read_text())["target"]
+
+
+def _compatible(recorded: dict, target: dict) -> bool:
+    import tvm
+
+    from . import intrinsics
+
+    same = all(recorded.get(key) == target.get(key) for key in ("kind", "mtriple", "arch"))
+    return same and (intrinsics.for_target(tvm.target.Target(recorded))
+                     == intrinsics.for_target(tvm.target.Target(target)))
 
 
 def open_database(path: Path, spec: TargetSpec, create: bool):

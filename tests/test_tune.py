@@ -107,6 +107,37 @@ def test_build_finds_records_under_the_tuning_logs_root(tuned, tmp_path, capsys)
     assert str(folder) in capsys.readouterr().err
 
 
+def _records_measured_on(log, root, model, sidecar, mcpu):
+    """A copy of `log` under `root` as if tuned on the x86 CPU `mcpu`: its folder and its target.json."""
+    spec = targets.resolve(json.dumps({"kind": "llvm", "mcpu": mcpu}))
+    folder = records.folder(root, model, sidecar.model_sha256, sidecar.precision, spec)
+    folder.mkdir(parents=True)
+    for name in (records.WORKLOADS, records.RECORDS):
+        (folder / name).write_bytes((log / name).read_bytes())
+    records.write_target(folder, spec)
+    return folder
+
+
+def test_build_falls_back_to_records_of_another_vnni_cpu(tuned, tmp_path, capsys):
+    model, calib, log = tuned
+    config = _config(model, calib, tuning_records=tmp_path, quiet=False)
+    _, sidecar = build.lower_model(config)
+    other = "cascadelake" if config.target.target["mcpu"] != "cascadelake" else "sapphirerapids"
+    folder = _records_measured_on(log, tmp_path, model, sidecar, other)
+    assert build.find_records(config, sidecar) is not None
+    err = capsys.readouterr().err
+    assert "measured on a compatible target" in err and str(folder) in err
+
+
+def test_build_ignores_records_of_a_cpu_without_vnni(tuned, tmp_path, capsys):
+    model, calib, log = tuned
+    config = _config(model, calib, tuning_records=tmp_path, quiet=False)
+    _, sidecar = build.lower_model(config)
+    _records_measured_on(log, tmp_path, model, sidecar, "haswell")  # AVX2 only: its schedules name no vpdpbusd
+    assert build.find_records(config, sidecar) is None
+    assert "no tuning records" in capsys.readouterr().err
+
+
 def test_tune_again_continues_from_the_stored_records_and_stops_on_time(tuned, tmp_path, capsys):
     model, calib, log = tuned
     copy = tmp_path / "copy"
