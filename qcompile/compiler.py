@@ -14,12 +14,16 @@ def compile_kernels(mod, spec: TargetSpec):
 
     target = spec.tvm_target()
     if spec.kind == "cuda":
-        # TVM's GPU codegen needs every kernel bound to threads; dlight's default rules do it (tuned ones are kept).
+        # TVM's GPU codegen needs every kernel bound to threads; packed int8 convs get the dp4a schedule, the
+        # rest dlight's default rules (tuned kernels are kept).
         from tvm.s_tir import dlight as dl
+
+        from .gpu_schedule import Dp4aConv
 
         with target:
             mod = dl.ApplyDefaultSchedule(
-                _float_matmul_rule(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+                Dp4aConv(), _float_matmul_rule(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                dl.gpu.Fallback()
             )(mod)
     try:
         return tvm.compile(mod, target=target)
@@ -30,8 +34,8 @@ def compile_kernels(mod, spec: TargetSpec):
 def lower_kernels(mod, spec: TargetSpec):
     """Relax graph → graph of fused TIR kernels, the form tuning extracts tasks from and records apply to.
 
-    Integer convolutions are packed for the CPU's dot-product instruction first, so that those kernels can be
-    tensorized; on CPUs the kernels with nothing to tune get a fixed schedule (`cpu_schedule`)."""
+    Integer convolutions are packed for the target's dot-product instruction first (VNNI, sdot, dp4a), so that
+    those kernels can be tensorized; on CPUs the kernels with nothing to tune get a fixed schedule (`cpu_schedule`)."""
     from tvm import relax
 
     from . import intrinsics

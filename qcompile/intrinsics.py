@@ -1,4 +1,4 @@
-"""Int8 dot-product tensor intrinsics: which one a target has, registered so that MetaSchedule can tensorize with it.
+"""Int8 dot-product tensor intrinsics: which one a target has, registered so that schedules can tensorize with it.
 
 TVM 0.27 registers `dot_16x4_vnni` with operands LLVM 22 rejects: `llvm.x86.avx512.vpdpbusd.512` is declared
 `<16 x i32>(<16 x i32>, <64 x i8>, <64 x i8>)`, but TVM passes the two byte operands as `<16 x i32>`, so every
@@ -6,8 +6,11 @@ tensorized candidate fails LLVM's verifier. qcompile registers the same descript
 reinterpreted as 64 bytes (u8 activations broadcast four at a time, s8 weights packed [16][4]), under the name
 MetaSchedule's x86 rules look up.
 
-Importing `tvm.s_tir.tensor_intrin` whole (every target's intrinsics, 15-80 s) is avoided: the x86 one is defined
-here, the others are loaded from their own modules only.
+CUDA's `dp4a` is defined here too: TVM's own `dp4a_s8s8s32` wants both operands staged in shared memory, while
+qcompile's CUDA convolution schedule (`gpu_schedule`) reads the packed weights straight from global memory.
+
+Importing `tvm.s_tir.tensor_intrin` whole (every target's intrinsics, 15-80 s) is avoided: the x86 and CUDA ones
+are defined here, the ARM ones are loaded from their own module only.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ import functools
 
 VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
 ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
-OUTPUT_LANES = {VNNI: 16, ARM_SDOT: 4}  # int32 outputs one instruction produces: the packed output-channel block
+DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
+# packed output-channel block: the int32 outputs one instruction produces (dp4a produces one; 4 keep a thread's
+# weight loads contiguous)
+OUTPUT_LANES = {VNNI: 16, ARM_SDOT: 4, DP4A: 4}
+DP4A_MIN_ARCH = 61  # __dp4a exists from sm_61 (Pascal) on
 
 
 def for_target(target) -> str | None:
     """The int8 dot-product intrinsic the target's CPU has (None: no tensorized int8 path)."""
     from tvm.target import codegen
 
+    if target.kind.name == "cuda":
+        arch = str(target.attrs.get("arch", ""))
+        if arch.startswith("sm_") and arch[3:].isdigit() and int(arch[3:]) >= DP4A_MIN_ARCH:
+            register_dp4a()
+            return DP4A
+        return None
     if target.kind.name != "llvm":
         return None
     if codegen.target_has_features("avx512vnni", target):
@@ -74,6 +87,40 @@ def register_vnni() -> None:
             )
 
     TensorIntrin.register(VNNI, desc, impl, override=True)
+
+
+@functools.cache
+def register_dp4a() -> None:
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "int8", offset_factor=1, align=4, scope="local"),
+        B: T.Buffer((4,), "int8", offset_factor=1, align=4),
+        C: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], B[0:4])
+            T.writes(C[0])
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vk = T.axis.remap("R", [k])
+                    C[0] = C[0] + T.cast(A[vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "int8", offset_factor=1, align=4, scope="local"),
+        B: T.Buffer((4,), "int8", offset_factor=1, align=4),
+        C: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], B[0:4])
+            T.writes(C[0])
+            C[0] = C[0] + T.call_pure_extern(
+                "int32", "__dp4a", A.vload([0], "int8x4"), B.vload([0], "int8x4"), T.int32(0))
+
+    TensorIntrin.register(DP4A, desc, impl, override=True)
 
 
 @functools.cache

@@ -11,6 +11,8 @@ from .common import constant_value, op_name, rewrite_main
 
 IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd and sdot both take 4
 UNPACK = "unpack_output"  # name of the kernels that turn a packed conv's output back into NCHW
+PACK = "pack_data"  # name of the kernels that turn NCHW activations into NCHW4c
+CONV_BLOCK = "conv2d_NCHWc_int8"  # name of the packed conv's compute block, which target schedules look for
 
 
 @expr_functor.mutator
@@ -31,11 +33,11 @@ class _Pack(PyExprMutator):
                 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
             return call
         out_channels = kernel.shape[0]
-        packed = self.builder_.emit_te(_to_blocked, data, primfunc_name_hint="pack_data")
+        packed = self.builder_.emit_te(_to_blocked, data, primfunc_name_hint=PACK)
         acc = self.builder_.emit_te(
             _conv_blocked, packed, relax.const(pack_kernel(kernel, self.oc_block)),
             [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation],
-            primfunc_name_hint="conv2d_NCHWc_int8")
+            primfunc_name_hint=CONV_BLOCK)
         return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
 
 
@@ -57,7 +59,7 @@ def _to_blocked(data):
         (n, blocks, h, w, IC_BLOCK),
         lambda b, cb, y, x, ci: tvm.tirx.if_then_else(
             cb * IC_BLOCK + ci < c, data[b, cb * IC_BLOCK + ci, y, x], tvm.tirx.const(0, data.dtype)),
-        name="pack_data")
+        name=PACK)
 
 
 def _conv_blocked(data, kernel, strides, padding, dilation):
@@ -79,7 +81,7 @@ def _conv_blocked(data, kernel, strides, padding, dilation):
             data[b, ic, y * sh + ry * dh, x * sw + rx * dw, rc].astype("int32")
             * kernel[oc, ic, ry, rx, 0, ob, rc].astype("int32"),
             axis=[ry, rx, ic, rc]),
-        name="conv2d_NCHWc_int8")
+        name=CONV_BLOCK)
 
 
 def unpack(acc, channels):
