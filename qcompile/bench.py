@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +60,9 @@ class Variant:
 
 def run(config: BenchConfig) -> list[dict]:
     """Build the variants, time them in interleaved rounds, return one row per (variant, threads)."""
+    # Thread pools spin after each run by default; interleaved, one engine's spinning workers hold cores while
+    # the other runs (onnxruntime took 2.2× longer on 2 threads than on 1 here). Both are made to sleep instead.
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")  # read when TVM's pool starts, at the first timing
     quiet = config.build.quiet
     model = importer.load(config.build.model)
     inputs = importer.static_inputs(model, config.build.input_shapes)
@@ -132,6 +136,8 @@ def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            # idle workers that spin keep a core busy while the next variant runs (see `run`)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sessions[threads] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return sessions[threads]
 
