@@ -87,8 +87,16 @@ def main():
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     args = parser.parse_args()
     chosen = args.models.split(",")
-    print(f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
-          f"x86 preset {targets.resolve('x86').key()}\n")
+    print("## INT8 accuracy\n")
+    print(f"Command: `python benchmarks/accuracy.py --models \"{args.models}\"`; x86 preset "
+          f"`{targets.resolve('x86').key()}`, Python {platform.python_version()}.\n")
+    print(f"Calibration on {CALIBRATION} images spread evenly over the 1,000-image ImageNet sample in `../shared/data/` "
+          f"(MNIST: {CALIBRATION} of the 10,000 test digits), evaluation on the others, so calibration and evaluation "
+          "never share an image. Both quantizers use per-channel symmetric int8 weights and asymmetric uint8 "
+          "activations (what x86 VNNI multiplies); onnxruntime's is `quantize_static` in QDQ format, run by "
+          "onnxruntime itself. \"Agreement\" is the share of inputs where INT8 and FP32 pick the same top-1 class. "
+          "These images score well above published ImageNet-val accuracy (see `../shared/README.md`): read the "
+          "differences, not the absolute levels.\n")
     print("| model | quantizer | calibration | top-1 | top-5 | top-1 Δ vs FP32 | INT8/FP32 top-1 agreement |")
     print("|---|---|---|---|---|---|---|")
     for name, (file, kind) in ((n, MODELS[n]) for n in chosen):
