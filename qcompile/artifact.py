@@ -94,11 +94,13 @@ class CompiledModel:
 
     def __init__(self, module, sidecar: Sidecar, name: str = "the model", device=None):
         """`module`: a relax.Executable or a loaded library (local, or on an RPC session with its `device`)."""
-        from tvm import relax
+        # the runtime's VM, not tvm.relax's alias of it: a library then loads where only the TVM runtime is
+        # installed (TVM_USE_RUNTIME_LIB=1), as on a deployment machine
+        from tvm.runtime.vm import VirtualMachine
 
         self.sidecar = sidecar
         self.device = device if device is not None else _local_device(sidecar, name)
-        self._vm = relax.VirtualMachine(module, self.device)
+        self._vm = VirtualMachine(module, self.device)
 
     @property
     def inputs(self) -> list[TensorSig]:

@@ -35,6 +35,16 @@ class ImagePreprocess:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise QcompileError("mean and std need three values each, std positive")
 
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3] pixels (as `crop_image` gives them) → the float32 batch of one the model takes."""
+        pixels = pixels.astype(np.float32)
+        if self.channels == "BGR":
+            pixels = pixels[..., ::-1]
+        pixels = (pixels * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            pixels = pixels.transpose(2, 0, 1)
+        return np.ascontiguousarray(pixels[None], dtype=np.float32)
+
 
 # Keras' names for the three common ImageNet conventions (keras.applications.imagenet_utils).
 PREPROCESS_PRESETS = {
@@ -56,6 +66,11 @@ def image_files(folder: Path) -> list[Path]:
 
 def load_image(path: Path, pre: ImagePreprocess) -> np.ndarray:
     """One image as float32 [1, C, H, W] (or [1, H, W, C])."""
+    return pre.normalize(crop_image(path, pre))
+
+
+def crop_image(path: Path, pre: ImagePreprocess) -> np.ndarray:
+    """One image resized and centre-cropped as `pre` says: uint8 [H, W, 3], RGB."""
     from PIL import Image
 
     try:
@@ -67,15 +82,9 @@ def load_image(path: Path, pre: ImagePreprocess) -> np.ndarray:
                              Image.BILINEAR)
             w, h = img.size
             left, top = (w - pre.crop) // 2, (h - pre.crop) // 2
-            pixels = np.asarray(img.crop((left, top, left + pre.crop, top + pre.crop)), dtype=np.float32)
+            return np.asarray(img.crop((left, top, left + pre.crop, top + pre.crop)), dtype=np.uint8)
     except OSError as err:
         raise QcompileError(f"cannot read image {path}: {err}") from None
-    if pre.channels == "BGR":
-        pixels = pixels[..., ::-1]
-    pixels = (pixels * pre.scale - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    if pre.layout == "NCHW":
-        pixels = pixels.transpose(2, 0, 1)
-    return np.ascontiguousarray(pixels[None], dtype=np.float32)
 
 
 def imagenet_labels(files: list[Path], synsets_file: Path) -> np.ndarray:

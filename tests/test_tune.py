@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+import tvm_ffi
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
@@ -181,3 +182,41 @@ def test_tune_rejects_a_non_positive_budget(conv_model, capsys):
     model, calib = conv_model
     assert run_cli("tune", model, "--calib", calib, "--trials", 0) == 2
     assert "--trials must be positive" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def residual_model(tmp_path_factory):
+    """Conv → Add(input) → ReLU, its result concatenated with a 1×1 conv of it, averaged: every kind of merge."""
+    folder = tmp_path_factory.mktemp("residual")
+    rng = np.random.default_rng(2)
+    weights = [numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+               for name, shape in (("w1", (16, 16, 3, 3)), ("b1", (16,)), ("w2", (16, 16, 1, 1)), ("b2", (16,)))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+         helper.make_node("Add", ["c1", "x"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+         helper.make_node("Conv", ["r", "w2", "b2"], ["c2"]), helper.make_node("Concat", ["r", "c2"], ["cat"], axis=1),
+         helper.make_node("GlobalAveragePool", ["cat"], ["y"])],
+        "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 14, 14])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])], weights)
+    model = folder / "residual.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    return model
+
+
+def _kernel_workloads(model, calib) -> set[int]:
+    """The structural hashes of the model's kernels as tuning records key them."""
+    from qcompile import compiler
+
+    mod, _ = build.lower_model(_config(model, calib))
+    kernels = compiler.lower_kernels(mod, targets.resolve("x86"))
+    return {tvm_ffi.structural_hash(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}))
+            for f in kernels.functions.values() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_kernel_workloads_do_not_depend_on_the_calibration(residual_model, tmp_path):
+    # records tuned with one calibration set must apply to a build calibrated on another: scales and zero points
+    # are kernel parameters, not constants folded into the kernels
+    x = np.random.default_rng(3).standard_normal((8, 1, 16, 14, 14)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    np.save(tmp_path / "b.npy", 3 * x + 1)
+    assert _kernel_workloads(residual_model, tmp_path / "a.npy") == _kernel_workloads(residual_model, tmp_path / "b.npy")

@@ -65,9 +65,10 @@ class _Sink(PyExprMutator):
 
 
 def _pack_constant(value: np.ndarray, blocked, channels: int):
-    """A scalar stays; a per-channel [1, C, 1, 1] constant becomes [1, C/k, 1, 1, k], zero-padded to the blocks."""
+    """A one-element constant stays one (a tensor, see `RealizeContext.const`); a per-channel [1, C, 1, 1] one
+    becomes [1, C/k, 1, 1, k], zero-padded to the blocks."""
     if value.size == 1:
-        return relax.const(value.reshape(()), str(value.dtype))
+        return relax.const(value.reshape(1), str(value.dtype))
     if value.size != channels or value.ndim != 4 or value.shape[1] != channels:
         return None
     _, chunks, _, _, block = (int(d) for d in blocked.ty.shape)
