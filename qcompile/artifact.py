@@ -145,10 +145,42 @@ def _local_device(sidecar: Sidecar, name: str):
     triple = target.get("mtriple", "x86_64")
     if target["kind"] == "llvm" and not triple.startswith("x86_64"):
         raise QcompileError(f"{name} is built for {triple}; it runs on that machine, not this one")
+    if target["kind"] == "cuda":
+        _prepare_cuda(target["arch"])
     device = tvm.cuda(0) if target["kind"] == "cuda" else tvm.cpu(0)
     if target["kind"] == "cuda" and not device.exist:
         raise QcompileError(f"{name} is built for CUDA and this machine has no CUDA GPU")
     return device
+
+
+def _prepare_cuda(arch: str) -> None:
+    """Make CUDA libraries loadable here, also where only the TVM runtime is installed (TVM_USE_RUNTIME_LIB=1).
+
+    A library built where no GPU driver is holds its kernels as CUDA C, which TVM 0.27 compiles when it is loaded,
+    through the `tvm_callback_cuda_compile` function. TVM's own asks the compiler for the current target, which
+    runtime-only TVM does not have: there, one that is told the library's architecture replaces it. And
+    runtime-only TVM loads no device backend: CUDA's lives beside libtvm_runtime.
+    """
+    import ctypes
+    import importlib.util
+
+    import tvm
+    import tvm_ffi
+    from tvm.support import nvcc
+
+    with contextlib.suppress(OSError):  # no CUDA driver here: tvm.cuda(0).exist then says so
+        ctypes.CDLL(str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"))
+    if tvm_ffi.get_global_func("target.TargetCurrent", allow_missing=True) is not None:
+        return  # the full TVM: its own callback works
+    if importlib.util.find_spec("cuda") is not None:  # NVRTC, from the cuda-bindings package
+        options = {"compiler": "nvrtc", "target_format": "cubin", "arch": arch}
+    else:
+        sm = arch.removeprefix("sm_")
+        options = {"compiler": "nvcc", "target_format": "fatbin", "arch": ["-gencode", f"arch=compute_{sm},code=sm_{sm}"]}
+
+    @tvm_ffi.register_global_func("tvm_callback_cuda_compile", override=True)
+    def compile_kernels(code):
+        return nvcc.compile_cuda(code, **options)
 
 
 def _flatten(result):
@@ -168,4 +200,12 @@ def load(library: str | Path) -> CompiledModel:
         raise QcompileError(f"library not found: {library}")
     sidecar = read_sidecar(library)
     _local_device(sidecar, str(library))
-    return CompiledModel(tvm.runtime.load_module(str(library)), sidecar, name=str(library))
+    try:
+        module = tvm.runtime.load_module(str(library))
+    except RuntimeError as err:
+        if sidecar.target["kind"] != "cuda":
+            raise
+        raise QcompileError(f"cannot compile the CUDA kernels of {library} on this machine (they are compiled when "
+                            f"loaded): install cuda-bindings (pip) or CUDA's nvcc "
+                            f"({str(err).strip().splitlines()[-1]})") from None
+    return CompiledModel(module, sidecar, name=str(library))

@@ -10,6 +10,7 @@ marked scheduled, so tuning skips them and builds reuse the rule.
 from __future__ import annotations
 
 VECTOR_BYTES = 64  # one AVX-512 register
+MAX_VECTOR_LOOP = 256  # longest loop vectorized whole (LLVM splits it into registers)
 _SPATIAL = 0  # IterVar.DataPar
 
 
@@ -44,9 +45,17 @@ class _Injective(_rule_base()):
             loops = sch.get_loops(block)
             if not loops or _layout_change(sch, block, loops):
                 continue
-            fused = sch.fuse(*loops)
             lanes = max(1, VECTOR_BYTES // max(1, _widest_bytes(sch.get(block))))
-            outer, inner = sch.split(fused, factors=[None, lanes])
+            if _extent(sch, loops) % lanes:
+                # a ragged split would leave a predicate in the vector loop, which LLVM then runs lane by lane
+                # (a padded 225×225 image: ~30× slower); the innermost axis, whole, vectorizes without one
+                *outer, inner = loops
+                if outer:
+                    sch.parallel(sch.fuse(*outer))
+                if int(sch.get(inner).extent) <= MAX_VECTOR_LOOP:
+                    sch.vectorize(inner)
+                continue
+            outer, inner = sch.split(sch.fuse(*loops), factors=[None, lanes])
             sch.parallel(outer)
             sch.vectorize(inner)
         return sch
@@ -76,6 +85,13 @@ def _layout_change(sch, block, loops) -> bool:
     sch.parallel(sch.fuse(batch, chunk, y))
     sch.unroll(lane)
     return True
+
+
+def _extent(sch, loops) -> int:
+    extent = 1
+    for loop in loops:
+        extent *= int(sch.get(loop).extent)
+    return extent
 
 
 def _widest_bytes(block) -> int:

@@ -1,6 +1,7 @@
 """FP32 build of the shared models for x86: outputs, sidecar and reload in a fresh process."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -63,3 +64,15 @@ def test_wrong_input_shape_is_rejected(fp32_x86_libraries):
     model = qcompile.load(fp32_x86_libraries["mnist"])
     with pytest.raises(qcompile.QcompileError, match=r"must have shape \[1, 1, 28, 28\]"):
         model(np.zeros((1, 28, 28), np.float32))
+
+
+def test_library_runs_where_only_the_tvm_runtime_is_installed(fp32_x86_libraries, tmp_path):
+    library = fp32_x86_libraries["mobilenet"]
+    (x,) = real_inputs("mobilenet", count=1, start=11)
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys, numpy as np, qcompile, tvm; assert tvm.base._RUNTIME_ONLY; "
+              "np.save(sys.argv[2], qcompile.load(sys.argv[1])(np.load(sys.argv[3]))[0])")
+    result = subprocess.run([sys.executable, "-c", script, str(library), str(tmp_path / "y.npy"), str(tmp_path / "x.npy")],
+                            capture_output=True, text=True, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), qcompile.load(library)(x)[0])
