@@ -40,12 +40,16 @@ def lower_kernels(mod, spec: TargetSpec):
 
     from . import intrinsics
     from .passes.blocked_epilogue import BlockedEpilogue
+    from .passes.drop_repack import DropRepack
     from .passes.pack_conv import PackConv
 
     target = spec.tvm_target()
     intrinsic = intrinsics.for_target(target)
     if intrinsic is not None:
-        mod = BlockedEpilogue()(PackConv(intrinsics.OUTPUT_LANES[intrinsic])(mod))
+        lanes = intrinsics.OUTPUT_LANES[intrinsic]
+        # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
+        pack = PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None)
+        mod = DropRepack()(BlockedEpilogue()(pack(mod)))
     with target:
         mod = relax.get_pipeline("zero")(mod)
     if spec.kind == "llvm":
