@@ -1,4 +1,5 @@
-"""A fixed schedule for CPU kernels with nothing to tune: injective ones (layout packing, requantize chains).
+"""A fixed schedule for CPU kernels with nothing to tune: injective ones (layout packing, requantize chains) and
+max pooling in blocked layouts.
 
 MetaSchedule's CPU space for such a kernel holds one or two candidates and vectorizes only loops of at most 64
 iterations, so a 112-wide image row stays scalar: on MobileNet the packing and requantize kernels cost several
@@ -34,6 +35,8 @@ class _Injective(_rule_base()):
 
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if len(blocks) == 1 and _blocked_pool(sch, blocks[0]):
+            return sch
         if any(iv.iter_type != _SPATIAL for block in blocks for iv in sch.get(block).iter_vars):
             return None  # a reduction: MetaSchedule's to tune
         for block in blocks[:-1]:
@@ -84,6 +87,24 @@ def _layout_change(sch, block, loops) -> bool:
         return False
     sch.parallel(sch.fuse(batch, chunk, y))
     sch.unroll(lane)
+    return True
+
+
+def _blocked_pool(sch, block) -> bool:
+    """Schedule max pooling in a blocked layout (NCHW[k]c, `BlockedEpilogue`); False if `block` is not that.
+
+    The window's max runs per vector of k lanes, rows in parallel: nothing is left to tune."""
+    loops = sch.get_loops(block)
+    if sch.get(block).name_hint != "pool_max" or len(loops) != 7:
+        return False
+    batch, chunk, y, x, lane, ry, rx = loops
+    sch.reorder(batch, chunk, y, x, ry, rx, lane)
+    sch.parallel(sch.fuse(batch, chunk, y))
+    sch.decompose_reduction(block, ry)
+    # `vectorize` refuses a spatial loop under the window's reduction loops; innermost and contiguous, LLVM's
+    # loop vectorizer takes it
+    sch.unroll(ry)
+    sch.unroll(rx)
     return True
 
 

@@ -86,8 +86,7 @@ def test_residual_add_and_concat_run_in_integers(residual_model, tmp_path):
         np.testing.assert_allclose(ours, reference, atol=0.05 * np.abs(reference).max())
 
 
-@pytest.fixture(scope="module")
-def depthwise_model(tmp_path_factory):
+def depthwise_block(path):
     """conv 4→16 → relu → depthwise 3×3 → relu → conv 1×1 → relu: a MobileNet block."""
     inits = [weight("w1", 16, 4, 3, 3), weight("dw", 16, 1, 3, 3), weight("w2", 16, 16, 1, 1),
              weight("b1", 16, scale=0.1), weight("bdw", 16, scale=0.1), weight("b2", 16, scale=0.1)]
@@ -99,28 +98,57 @@ def depthwise_model(tmp_path_factory):
         helper.make_node("Conv", ["r2", "w2", "b2"], ["c2"]),
         helper.make_node("Relu", ["c2"], ["y"]),
     ]
-    return save_model(nodes, inits, tmp_path_factory.mktemp("depthwise") / "depthwise.onnx", [1, 16, 12, 12])
+    return save_model(nodes, inits, path, [1, 16, 12, 12])
 
 
-def test_a_depthwise_conv_between_packed_convs_stays_blocked(depthwise_model, tmp_path):
+def fire_block(path):
+    """conv 4→16 → relu → max pool 3×3/2 → (conv 1×1, conv 3×3) → relu → concat → conv 1×1: a SqueezeNet block."""
+    inits = [weight("w1", 16, 4, 3, 3), weight("e1", 16, 16, 1, 1), weight("e3", 16, 16, 3, 3),
+             weight("w2", 16, 32, 1, 1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Conv", ["p", "e1"], ["x1"]),
+        helper.make_node("Relu", ["x1"], ["y1"]),
+        helper.make_node("Conv", ["p", "e3"], ["x3"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["x3"], ["y3"]),
+        helper.make_node("Concat", ["y1", "y3"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w2"], ["y"]),
+    ]
+    return save_model(nodes, inits, path, [1, 16, 5, 5])
+
+
+BLOCKS = {"depthwise": depthwise_block, "fire": fire_block}
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("blocks")
+    return {name: make(folder / f"{name}.onnx") for name, make in BLOCKS.items()}
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_activations_stay_blocked_from_conv_to_conv(name, blocks, tmp_path):
     from qcompile import build, compiler, targets
     from qcompile.calibdata import DataSource
 
     spec = targets.resolve("x86")
-    config = build.BuildConfig(model=depthwise_model, target=spec, output=tmp_path / "unused.so", quiet=True,
+    config = build.BuildConfig(model=blocks[name], target=spec, output=tmp_path / "unused.so", quiet=True,
                                calib=DataSource(calibration_file(tmp_path), count=64))
     kernels = [gvar.name_hint for gvar in compiler.lower_kernels(build.lower_model(config)[0], spec).functions]
-    # the first conv's NCHW16c result goes into the depthwise conv as it is; one unpack is left, at the end
-    assert any("depthwise_NCHWc_int8" in name for name in kernels)
-    assert sum(name.startswith("unpack_output") for name in kernels) == 1
+    # depthwise conv, max pool and concat run on NCHW16c blocks; the one unpack left is the model's output
+    assert sum(k.startswith("unpack_output") for k in kernels) == 1
+    assert name != "depthwise" or any("depthwise_NCHWc_int8" in k for k in kernels)
 
 
-def test_packed_depthwise_conv_computes_the_integers_of_the_plain_one(depthwise_model, tmp_path):
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_blocked_kernels_compute_the_integers_of_plain_nchw_ones(name, blocks, tmp_path):
     # the AVX2 preset has no int8 dot product: nothing is packed there, and the integer arithmetic is the same
     libraries, calib = {}, calibration_file(tmp_path)
     for target in ("x86", "x86-avx2"):
         libraries[target] = tmp_path / f"{target}.so"
-        assert run_cli("build", depthwise_model, "--target", target, "--calib", calib, "-o", libraries[target],
+        assert run_cli("build", blocks[name], "--target", target, "--calib", calib, "-o", libraries[target],
                        "-q") == 0
     packed, plain = qcompile.load(libraries["x86"]), qcompile.load(libraries["x86-avx2"])
     for x in RNG.uniform(-1, 1, (4, 1, 4, 12, 12)).astype(np.float32):

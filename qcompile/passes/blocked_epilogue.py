@@ -1,4 +1,4 @@
-"""Blocked epilogue: run the elementwise ops after a packed conv in its blocked layout, before unpacking."""
+"""Blocked epilogue: run the ops after a packed conv (elementwise, concat, max pool) in its blocked layout."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ class _Sink(PyExprMutator):
     def visit_call_(self, op):
         call = super().visit_call_(op)
         name = op_name(call)
+        if name == "relax.concat":
+            return self._concat(call)
+        if name == "relax.nn.max_pool2d":
+            return self._max_pool(call)
         if name in _UNARY:
             packed = self._packed(call.args[0])
             if packed is None:
@@ -39,6 +43,30 @@ class _Sink(PyExprMutator):
             return call
         blocked = [a[0] if isinstance(a, tuple) else a for a in operands]
         return self._unpack(self.builder_.emit(_BINARY[name](*blocked)), channels)
+
+    def _concat(self, call):
+        """Channel concat of unpacked tensors whose channels fill their blocks: a concat of the blocks."""
+        parts = [self._packed(a) for a in call.args[0].fields]
+        if int(call.attrs.axis) != 1 or any(p is None for p in parts):
+            return call
+        block = int(parts[0][0].ty.shape[-1])
+        if any(int(blocked.ty.shape[-1]) != block or channels % block for blocked, channels in parts):
+            return call
+        joined = self.builder_.emit(R.concat([blocked for blocked, _ in parts], axis=1))
+        return self._unpack(joined, sum(channels for _, channels in parts))
+
+    def _max_pool(self, call):
+        """Max pooling of an unpacked tensor: the same pooling over each lane of the blocks."""
+        packed = self._packed(call.args[0])
+        a = call.attrs
+        if packed is None or a.layout != "NCHW" or a.out_layout != "NCHW":
+            return call
+        blocked, channels = packed
+        layout = f"NCHW{int(blocked.ty.shape[-1])}c"
+        pooled = self.builder_.emit(R.nn.max_pool2d(blocked, pool_size=a.pool_size, strides=a.strides,
+                                                    padding=a.padding, dilation=a.dilation, ceil_mode=a.ceil_mode,
+                                                    layout=layout, out_layout=layout))
+        return self._unpack(pooled, channels)
 
     def _operand(self, arg, args):
         """(blocked tensor, channels) for an unpacked one, a constant packed to match, or None: not movable."""
@@ -65,7 +93,7 @@ class _Sink(PyExprMutator):
 
 
 def _pack_constant(value: np.ndarray, blocked, channels: int):
-    """A one-element constant stays one (a tensor, see `RealizeContext.const`); a per-channel [1, C, 1, 1] one
+    """A one-element constant stays one (a kernel parameter, see `LiftScalars`); a per-channel [1, C, 1, 1] one
     becomes [1, C/k, 1, 1, k], zero-padded to the blocks."""
     if value.size == 1:
         return relax.const(value.reshape(1), str(value.dtype))
@@ -82,7 +110,10 @@ class BlockedEpilogue:
     """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts,
     casts, clip) with scalar or per-channel constants, repeatedly: a packed conv's requantize chain then runs in
     the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
-    result is left instead of an int32 unpack and a separate requantize kernel."""
+    result is left instead of an int32 unpack and a separate requantize kernel.
+
+    Channel concats of such results (channels filling their blocks) and max pooling run blocked too, so that an
+    activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack → pack)."""
 
     def transform_module(self, mod, ctx):
         mod = rewrite_main(_Sink(mod), mod)
