@@ -35,7 +35,7 @@ class _Injective(_rule_base()):
 
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        if len(blocks) == 1 and _blocked_pool(sch, blocks[0]):
+        if _blocked_pool(sch, blocks):
             return sch
         if any(iv.iter_type != _SPATIAL for block in blocks for iv in sch.get(block).iter_vars):
             return None  # a reduction: MetaSchedule's to tune
@@ -90,13 +90,18 @@ def _layout_change(sch, block, loops) -> bool:
     return True
 
 
-def _blocked_pool(sch, block) -> bool:
-    """Schedule max pooling in a blocked layout (NCHW[k]c, `BlockedEpilogue`); False if `block` is not that.
+def _blocked_pool(sch, blocks) -> bool:
+    """Schedule max pooling in a blocked layout (NCHW[k]c, `BlockedEpilogue`), its padding inlined; False if
+    `blocks` are not that.
 
     The window's max runs per vector of k lanes, rows in parallel: nothing is left to tune."""
+    *pads, block = blocks
     loops = sch.get_loops(block)
-    if sch.get(block).name_hint != "pool_max" or len(loops) != 7:
+    if (sch.get(block).name_hint != "pool_max" or len(loops) != 7
+            or any(sch.get(pad).name_hint != "pad_temp" for pad in pads)):
         return False
+    for pad in pads:
+        sch.compute_inline(pad)
     batch, chunk, y, x, lane, ry, rx = loops
     sch.reorder(batch, chunk, y, x, ry, rx, lane)
     sch.parallel(sch.fuse(batch, chunk, y))
