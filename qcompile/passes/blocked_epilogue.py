@@ -9,7 +9,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
 from .common import constant_value, op_name, rewrite_main
-from .pack_conv import UNPACK, unpack
+from .pack_conv import UNPACK, unpack, unpacked
 
 _UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype),
           "relax.clip": lambda x, call: R.clip(x, call.args[1], call.args[2]),
@@ -80,13 +80,7 @@ class _Sink(PyExprMutator):
         return _pack_constant(value, other[0], other[1])
 
     def _packed(self, expr):
-        """(the blocked tensor, NCHW channel count) if `expr` is an unpack kernel's output, else None."""
-        while isinstance(expr, relax.Var) and self.lookup_binding(expr) is not None:
-            expr = self.lookup_binding(expr)  # through aliases (`lv1 = lv`) to the call
-        if op_name(expr) != "relax.call_tir" or not expr.args[0].name_hint.startswith(UNPACK):
-            return None
-        blocked = expr.args[1].fields[0]
-        return blocked, int(expr.ty.shape[1])
+        return unpacked(self, expr)
 
     def _unpack(self, blocked, channels):
         return self.builder_.emit_te(unpack, blocked, channels, primfunc_name_hint=UNPACK)

@@ -3,49 +3,27 @@
 from __future__ import annotations
 
 import tvm
-from tvm import relax, te
+from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
-from .common import op_name, rewrite_main
-from .pack_conv import PACK, UNPACK
+from .common import rewrite_main
+from .pack_conv import PACK, calls_kernel, to_blocked, unpack, unpacked
 
 
 @expr_functor.mutator
 class _Drop(PyExprMutator):
     def visit_call_(self, op):
         call = super().visit_call_(op)
-        if not self._calls(call, PACK):
+        source = unpacked(self, call.args[1].fields[0]) if calls_kernel(call, PACK) else None
+        if source is None:
             return call
-        source = self._bound(call.args[1].fields[0])
-        if not self._calls(source, UNPACK):
-            return call
-        blocked = source.args[1].fields[0]
-        block, channels = int(call.ty.shape[-1]), int(source.ty.shape[1])
+        (blocked, channels), block = source, int(call.ty.shape[-1])
         if int(blocked.ty.shape[-1]) == block and channels % block == 0:
             return blocked
         # other blocks, or a partial last block whose padding lanes (the epilogue's values of zero sums) the pack
-        # must zero again
-        return self.builder_.emit_te(_reblock, blocked, channels, block, primfunc_name_hint=PACK)
-
-    def _bound(self, expr):
-        while isinstance(expr, relax.Var) and self.lookup_binding(expr) is not None:
-            expr = self.lookup_binding(expr)
-        return expr
-
-    @staticmethod
-    def _calls(expr, kernel: str) -> bool:
-        return op_name(expr) == "relax.call_tir" and expr.args[0].name_hint.startswith(kernel)
-
-
-def _reblock(blocked, channels: int, block: int):
-    """NCHW[k]c → NCHW[block]c in one pass: channel c is lane c % k of block c // k; padding lanes are zeros."""
-    n, _, h, w, k = blocked.shape
-    return te.compute(
-        (n, (channels + block - 1) // block, h, w, block),
-        lambda b, cb, y, x, ci: tvm.tirx.if_then_else(
-            cb * block + ci < channels, blocked[b, (cb * block + ci) // k, y, x, (cb * block + ci) % k],
-            tvm.tirx.const(0, blocked.dtype)),
-        name=PACK)
+        # must zero again: unpack and pack in one kernel, with no NCHW copy between
+        return self.builder_.emit_te(lambda x: to_blocked(unpack(x, channels), block), blocked,
+                                     primfunc_name_hint=PACK)
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.DropRepack")

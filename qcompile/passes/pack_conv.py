@@ -36,12 +36,12 @@ class _Pack(PyExprMutator):
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            packed = self.builder_.emit_te(_to_blocked, data, IC_BLOCK, primfunc_name_hint=PACK)
+            packed = self.builder_.emit_te(to_blocked, data, IC_BLOCK, primfunc_name_hint=PACK)
             acc = self.builder_.emit_te(_conv_blocked, packed, relax.const(pack_kernel(kernel, self.oc_block)),
                                         *window, primfunc_name_hint=CONV_BLOCK)
         elif self.depthwise_block and groups == out_channels == int(data.ty.shape[1]) and kernel.shape[1] == 1:
             block = self.depthwise_block
-            packed = self.builder_.emit_te(_to_blocked, data, block, primfunc_name_hint=PACK)
+            packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             acc = self.builder_.emit_te(_depthwise_blocked, packed, relax.const(pack_depthwise_kernel(kernel, block)),
                                         *window, primfunc_name_hint=DEPTHWISE_BLOCK)
         else:
@@ -67,7 +67,7 @@ def pack_depthwise_kernel(kernel: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(-1, block, kh, kw).transpose(0, 2, 3, 1))
 
 
-def _to_blocked(data, block):
+def to_blocked(data, block):
     """NCHW → NCHW[block]c, channels zero-padded to a multiple of `block` (zero weights meet them)."""
     n, c, h, w = data.shape
     blocks = (int(c) + block - 1) // block
@@ -126,6 +126,20 @@ def unpack(acc, channels):
     n, _, h, w, block = acc.shape
     return te.compute((n, channels, h, w), lambda b, c, y, x: acc[b, c // block, y, x, c % block],
                       name="unpack_output")
+
+
+def calls_kernel(expr, name: str) -> bool:
+    """Whether `expr` calls a kernel emitted under `name` (PACK, UNPACK; numbered suffixes included)."""
+    return op_name(expr) == "relax.call_tir" and expr.args[0].name_hint.startswith(name)
+
+
+def unpacked(mutator: PyExprMutator, expr):
+    """(the blocked tensor, NCHW channel count) if `expr` is an unpack kernel's output, else None."""
+    while isinstance(expr, relax.Var) and mutator.lookup_binding(expr) is not None:
+        expr = mutator.lookup_binding(expr)  # through aliases (`lv1 = lv`) to the call
+    if not calls_kernel(expr, UNPACK):
+        return None
+    return expr.args[1].fields[0], int(expr.ty.shape[1])
 
 
 def _round_up(value: int, multiple: int) -> int:
