@@ -1,6 +1,8 @@
-"""The fixed CPU schedule of injective kernels: vectorized without predicates, and still computing the same values."""
+"""The fixed CPU schedules (injective kernels, re-blocking, packed depthwise convs): vectorized without predicates,
+and still computing the same values."""
 
 import numpy as np
+import pytest
 import tvm
 from tvm import te, topi
 
@@ -39,3 +41,60 @@ def test_a_kernel_whose_size_is_a_multiple_of_the_vector_runs_as_one_flat_vector
     assert "T.vectorized" in script and "T.parallel" in script and "T.where" not in script
     a, b = (np.random.default_rng(s).standard_normal((4, 8, 16)).astype(np.float32) for s in (1, 2))
     np.testing.assert_array_equal(_run(mod, target, a, b, out_shape=(4, 8, 16)), a * b)
+
+
+def _depthwise_reference(data, kernel, stride):
+    """NCHW[k]c depthwise conv with one pixel of zero padding, in numpy (int32 sums)."""
+    padded = np.pad(data.astype(np.int32), ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+    out_h, out_w = (data.shape[2] - 1) // stride + 1, (data.shape[3] - 1) // stride + 1
+    out = np.zeros((*data.shape[:2], out_h, out_w, data.shape[4]), np.int32)
+    for ry in range(3):
+        for rx in range(3):
+            window = padded[:, :, ry:ry + stride * out_h:stride, rx:rx + stride * out_w:stride]
+            out += window * kernel[None, :, ry, rx, None, None, :].astype(np.int32)
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_packed_depthwise_conv_gets_a_fixed_schedule_that_computes_the_same_integers(stride):
+    from qcompile.passes.pack_conv import _depthwise_blocked
+
+    rng = np.random.default_rng(stride)
+    data = rng.integers(0, 256, (1, 2, 12, 12, 16)).astype(np.uint8)
+    kernel = rng.integers(-128, 128, (2, 3, 3, 16)).astype(np.int8)
+    x = te.placeholder(data.shape, "uint8", name="x")
+    w = te.placeholder(kernel.shape, "int8", name="w")
+    acc = _depthwise_blocked(x, w, (stride, stride), (1, 1, 1, 1), (1, 1))
+    # a requantize epilogue like realize's: int64 scale, shift, clamp to uint8
+    out = te.compute(acc.shape, lambda *i: te.max(te.min((acc(*i).astype("int64") * 3) >> 6, 255), 0)
+                     .astype("uint8"))
+    func = te.create_prim_func([x, w, out]).with_attr("global_symbol", "main")
+    target = targets.resolve("x86").tvm_target()
+    mod = schedule_injective(tvm.IRModule({"main": func}), target)
+    assert mod["main"].attrs["tirx.is_scheduled"]
+    assert "T.vectorized" in mod["main"].script()
+    lib = tvm.compile(mod, target=target)
+    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.uint8))
+    lib["main"](tvm.runtime.tensor(data), tvm.runtime.tensor(kernel), result)
+    expected = np.clip((_depthwise_reference(data, kernel, stride).astype(np.int64) * 3) >> 6, 0, 255)
+    np.testing.assert_array_equal(result.numpy(), expected.astype(np.uint8))
+
+
+def test_a_blocked_concat_repacked_to_nchw4c_is_scheduled_source_block_by_source_block():
+    from qcompile.passes.pack_conv import to_blocked, unpack
+
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(0, 256, (1, 2, 5, 7, 16)).astype(np.uint8) for _ in range(2)]
+    a, b = (te.placeholder(p.shape, "uint8", name=n) for p, n in zip(parts, "ab"))
+    joined = topi.concatenate([a, b], axis=1)
+    out = to_blocked(unpack(joined, 64), 4)
+    func = te.create_prim_func([a, b, out]).with_attr("global_symbol", "main")
+    target = targets.resolve("x86").tvm_target()
+    mod = schedule_injective(tvm.IRModule({"main": func}), target)
+    assert "T.vectorized" in mod["main"].script()  # the 4 lanes of an output block, one 32-bit move
+    lib = tvm.compile(mod, target=target)
+    result = tvm.runtime.tensor(np.zeros((1, 16, 5, 7, 4), np.uint8))
+    lib["main"](*[tvm.runtime.tensor(p) for p in parts], result)
+    nchw = np.concatenate(parts, axis=1).transpose(0, 1, 4, 2, 3).reshape(1, 64, 5, 7)
+    expected = nchw.reshape(1, 16, 4, 5, 7).transpose(0, 1, 3, 4, 2)
+    np.testing.assert_array_equal(result.numpy(), expected)
