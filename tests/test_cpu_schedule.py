@@ -10,17 +10,19 @@ from qcompile import targets
 from qcompile.cpu_schedule import schedule_injective
 
 
-def _scheduled(compute, *shapes):
-    """A one-kernel module built from `compute` over placeholders of `shapes`, after the injective rule."""
-    inputs = [te.placeholder(shape, "float32", name=f"x{i}") for i, shape in enumerate(shapes)]
+def _scheduled(compute, *shapes, dtypes=None):
+    """A one-kernel module built from `compute` over placeholders of `shapes` (float32 unless `dtypes` says),
+    after the fixed CPU rules."""
+    dtypes = dtypes or ["float32"] * len(shapes)
+    inputs = [te.placeholder(shape, dtype, name=f"x{i}") for i, (shape, dtype) in enumerate(zip(shapes, dtypes))]
     func = te.create_prim_func([*inputs, compute(*inputs)]).with_attr("global_symbol", "main")
     target = targets.resolve("x86").tvm_target()
     return schedule_injective(tvm.IRModule({"main": func}), target), target
 
 
-def _run(mod, target, *arrays, out_shape):
+def _run(mod, target, *arrays, out_shape, out_dtype=np.float32):
     lib = tvm.compile(mod, target=target)
-    out = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    out = tvm.runtime.tensor(np.zeros(out_shape, out_dtype))
     lib["main"](*[tvm.runtime.tensor(a) for a in arrays], out)
     return out.numpy()
 
@@ -59,25 +61,21 @@ def _depthwise_reference(data, kernel, stride):
 def test_a_packed_depthwise_conv_gets_a_fixed_schedule_that_computes_the_same_integers(stride):
     from qcompile.passes.pack_conv import _depthwise_blocked
 
+    def conv_and_requantize(x, w):
+        acc = _depthwise_blocked(x, w, (stride, stride), (1, 1, 1, 1), (1, 1))
+        # a requantize epilogue like realize's: int64 scale, shift, clamp to uint8
+        return te.compute(acc.shape, lambda *i: te.max(te.min((acc(*i).astype("int64") * 3) >> 6, 255), 0)
+                          .astype("uint8"))
+
     rng = np.random.default_rng(stride)
     data = rng.integers(0, 256, (1, 2, 12, 12, 16)).astype(np.uint8)
     kernel = rng.integers(-128, 128, (2, 3, 3, 16)).astype(np.int8)
-    x = te.placeholder(data.shape, "uint8", name="x")
-    w = te.placeholder(kernel.shape, "int8", name="w")
-    acc = _depthwise_blocked(x, w, (stride, stride), (1, 1, 1, 1), (1, 1))
-    # a requantize epilogue like realize's: int64 scale, shift, clamp to uint8
-    out = te.compute(acc.shape, lambda *i: te.max(te.min((acc(*i).astype("int64") * 3) >> 6, 255), 0)
-                     .astype("uint8"))
-    func = te.create_prim_func([x, w, out]).with_attr("global_symbol", "main")
-    target = targets.resolve("x86").tvm_target()
-    mod = schedule_injective(tvm.IRModule({"main": func}), target)
+    expected = np.clip((_depthwise_reference(data, kernel, stride).astype(np.int64) * 3) >> 6, 0, 255)
+    mod, target = _scheduled(conv_and_requantize, data.shape, kernel.shape, dtypes=["uint8", "int8"])
     assert mod["main"].attrs["tirx.is_scheduled"]
     assert "T.vectorized" in mod["main"].script()
-    lib = tvm.compile(mod, target=target)
-    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.uint8))
-    lib["main"](tvm.runtime.tensor(data), tvm.runtime.tensor(kernel), result)
-    expected = np.clip((_depthwise_reference(data, kernel, stride).astype(np.int64) * 3) >> 6, 0, 255)
-    np.testing.assert_array_equal(result.numpy(), expected.astype(np.uint8))
+    result = _run(mod, target, data, kernel, out_shape=expected.shape, out_dtype=np.uint8)
+    np.testing.assert_array_equal(result, expected.astype(np.uint8))
 
 
 def test_a_blocked_concat_repacked_to_nchw4c_is_scheduled_source_block_by_source_block():
@@ -85,16 +83,10 @@ def test_a_blocked_concat_repacked_to_nchw4c_is_scheduled_source_block_by_source
 
     rng = np.random.default_rng(3)
     parts = [rng.integers(0, 256, (1, 2, 5, 7, 16)).astype(np.uint8) for _ in range(2)]
-    a, b = (te.placeholder(p.shape, "uint8", name=n) for p, n in zip(parts, "ab"))
-    joined = topi.concatenate([a, b], axis=1)
-    out = to_blocked(unpack(joined, 64), 4)
-    func = te.create_prim_func([a, b, out]).with_attr("global_symbol", "main")
-    target = targets.resolve("x86").tvm_target()
-    mod = schedule_injective(tvm.IRModule({"main": func}), target)
+    mod, target = _scheduled(lambda a, b: to_blocked(unpack(topi.concatenate([a, b], axis=1), 64), 4),
+                             *(p.shape for p in parts), dtypes=["uint8", "uint8"])
     assert "T.vectorized" in mod["main"].script()  # the 4 lanes of an output block, one 32-bit move
-    lib = tvm.compile(mod, target=target)
-    result = tvm.runtime.tensor(np.zeros((1, 16, 5, 7, 4), np.uint8))
-    lib["main"](*[tvm.runtime.tensor(p) for p in parts], result)
+    result = _run(mod, target, *parts, out_shape=(1, 16, 5, 7, 4), out_dtype=np.uint8)
     nchw = np.concatenate(parts, axis=1).transpose(0, 1, 4, 2, 3).reshape(1, 64, 5, 7)
     expected = nchw.reshape(1, 16, 4, 5, 7).transpose(0, 1, 3, 4, 2)
-    np.testing.assert_array_equal(result.numpy(), expected)
+    np.testing.assert_array_equal(result, expected)
