@@ -19,6 +19,12 @@ from .build import BuildConfig, compile_model
 from .errors import QcompileError
 
 FORMATS = ("md", "csv", "json")
+# Before each timed run on more than one thread. After a run, both engines' workers spin for a while, waiting
+# for more work (fast back-to-back runs, as in deployment): TVM's for ~0.2-0.5 s here. Timed in that window,
+# onnxruntime on 2 threads took 3.5x as long as alone (a spinning worker holds the core its second thread needs);
+# with spinning turned off instead, each engine's workers sleep between kernels, and waking them made
+# onnxruntime's 2-thread runs 1.9x (FP32) and TVM's 1.2x slower on this VM.
+IDLE_PAUSE_S = 0.6
 COLUMNS = ["model", "target", "engine", "precision", "tuned kernels", "threads", "median ms", "p90 ms", "min ms", "p10 ms",
            "throughput /s", "speedup vs FP32", "speedup vs onnxruntime", "size MB", "top-1 agreement"]
 
@@ -60,9 +66,9 @@ class Variant:
 
 def run(config: BenchConfig) -> list[dict]:
     """Build the variants, time them in interleaved rounds, return one row per (variant, threads)."""
-    # Thread pools spin after each run by default; interleaved, one engine's spinning workers hold cores while
-    # the other runs (onnxruntime took 2.2× longer on 2 threads than on 1 here). Both are made to sleep instead.
-    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")  # read when TVM's pool starts, at the first timing
+    # TVM sizes its thread pool once, when a model first runs (calibration, or the first timing), from this
+    # variable, by default to half the logical cores on x86: one here, and config_threadpool cannot go past it
+    os.environ["TVM_NUM_THREADS"] = str(max(config.threads))
     quiet = config.build.quiet
     model = importer.load(config.build.model)
     inputs = importer.static_inputs(model, config.build.input_shapes)
@@ -85,6 +91,8 @@ def run(config: BenchConfig) -> list[dict]:
             v.samples = []
         for _ in tqdm(range(config.repeat), desc=f"timing, {threads} thread(s)", unit="round", disable=quiet):
             for v in variants:  # interleaved: machine noise hits every variant alike
+                if threads > 1:
+                    time.sleep(IDLE_PAUSE_S)  # the last variant's workers stop spinning
                 v.samples.append(v.run(threads))
         rows += [_row(config, model, v, threads) for v in variants]
         owners += variants
@@ -136,8 +144,6 @@ def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-            # idle workers that spin keep a core busy while the next variant runs (see `run`)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sessions[threads] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return sessions[threads]
 

@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="candidates measured per kernel per search round (default 16: every kernel is measured "
                            "once before the budget goes where it helps most); Ctrl-C and --minutes act between "
                            "rounds")
+    tune.add_argument("--untuned-only", action="store_true",
+                      help="tune only the kernels that have no stored record yet (for example the kernels a newer "
+                           "qcompile compiles differently), leaving the others' records as they are")
     tune.add_argument("--cores", type=int,
                       help="cores the tuned kernels may use (default: the target's num-cores, else this machine's)")
     tune.add_argument("--tuning-log", type=Path, metavar="DIR",
@@ -433,7 +436,8 @@ def _tune(args) -> int:
     if args.batch <= 0 or (args.cores is not None and args.cores <= 0):
         raise QcompileError("--batch and --cores must be positive")
     result = tune(TuneConfig(build=build, trials=args.trials, minutes=args.minutes, records=args.tuning_log,
-                             remote=board, cores=args.cores, batch=args.batch))
+                             remote=board, cores=args.cores, batch=args.batch,
+                             untuned_only=args.untuned_only))
     state = "stopped early; run the same command again to continue" if result.stopped_early else "done"
     print(f"{result.stored} tuning records for {result.tasks} kernels in {result.folder} "
           f"({result.measured} measured in {result.seconds / 60:.1f} min, {state})")

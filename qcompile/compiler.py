@@ -39,6 +39,7 @@ def lower_kernels(mod, spec: TargetSpec):
     from tvm import relax
 
     from . import intrinsics
+    from .passes.add_operand_boundary import AddOperandBoundary
     from .passes.blocked_epilogue import BlockedEpilogue
     from .passes.drop_repack import DropRepack
     from .passes.pack_conv import PackConv
@@ -50,6 +51,8 @@ def lower_kernels(mod, spec: TargetSpec):
         # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
         pack = PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None)
         mod = DropRepack()(BlockedEpilogue()(pack(mod)))
+    # after the packing passes, so that the operands are matched in the layout the kernels use
+    mod = relax.transform.EliminateCommonSubexpr()(AddOperandBoundary()(mod))
     with target:
         mod = relax.get_pipeline("zero")(mod)
     if spec.kind == "llvm":

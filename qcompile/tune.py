@@ -25,6 +25,7 @@ class TuneConfig:
     remote: RemoteSpec | None = None  # measure on a board behind a TVM RPC tracker instead of this machine
     cores: int | None = None  # cores the kernels may use (default: the target's num-cores, else this machine's)
     batch: int = 16  # candidates per kernel per round: Ctrl-C and --minutes take effect between batches
+    untuned_only: bool = False  # tune only the kernels the records have no schedule for
 
     def __post_init__(self):
         if self.trials <= 0:
@@ -72,6 +73,12 @@ def tune(config: TuneConfig) -> TuneResult:
     records.write_target(folder, spec)
     database = records.open_database(folder, spec, create=True)
     before = records.count(folder)
+    if config.untuned_only:
+        extracted = [task for task in extracted
+                     if database.query_tuning_record(task.dispatched[0], target, "main") is None]
+        if not extracted:
+            progress.note(f"every kernel has a tuning record in {folder}", quiet)
+            return TuneResult(folder, 0, 0, before, 0.0, False)
     progress.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
                   + (f" (continuing from {before} stored)" if before else ""), quiet)
     # a smaller population than MetaSchedule's default (512): on a few cores the search itself, not the

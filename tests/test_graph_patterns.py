@@ -120,7 +120,26 @@ def fire_block(path):
     return save_model(nodes, inits, path, [1, 16, 6, 6])
 
 
-BLOCKS = {"depthwise": depthwise_block, "fire": fire_block}
+def bottleneck_block(path):
+    """conv 4→16 → relu → (conv 3×3 → relu → conv 1×1 16→32, projection conv 1×1 16→32) → add → relu → conv 1×1:
+    a ResNet block whose shortcut is a conv, and the next block's first conv."""
+    inits = [weight("w1", 16, 4, 3, 3), weight("w2", 16, 16, 3, 3), weight("w3", 32, 16, 1, 1),
+             weight("ws", 32, 16, 1, 1), weight("w4", 16, 32, 1, 1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+        helper.make_node("Conv", ["r1", "ws"], ["s"]),
+        helper.make_node("Add", ["c3", "s"], ["sum"]),
+        helper.make_node("Relu", ["sum"], ["r3"]),
+        helper.make_node("Conv", ["r3", "w4"], ["y"]),
+    ]
+    return save_model(nodes, inits, path, [1, 16, 12, 12])
+
+
+BLOCKS = {"depthwise": depthwise_block, "fire": fire_block, "bottleneck": bottleneck_block}
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +148,20 @@ def blocks(tmp_path_factory):
     return {name: make(folder / f"{name}.onnx") for name, make in BLOCKS.items()}
 
 
-@pytest.mark.parametrize("name", list(BLOCKS))
-def test_activations_stay_blocked_from_conv_to_conv(name, blocks, tmp_path):
+def lowered_kernels(model, tmp_path):
+    """The block's graph of fused kernels, as `qcompile build --target x86` compiles it."""
     from qcompile import build, compiler, targets
     from qcompile.calibdata import DataSource
 
     spec = targets.resolve("x86")
-    config = build.BuildConfig(model=blocks[name], target=spec, output=tmp_path / "unused.so", quiet=True,
+    config = build.BuildConfig(model=model, target=spec, output=tmp_path / "unused.so", quiet=True,
                                calib=DataSource(calibration_file(tmp_path), count=64))
-    kernels = {gvar.name_hint: func for gvar, func in
-               compiler.lower_kernels(build.lower_model(config)[0], spec).functions_items()}
+    return compiler.lower_kernels(build.lower_model(config)[0], spec)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_activations_stay_blocked_from_conv_to_conv(name, blocks, tmp_path):
+    kernels = {gvar.name_hint: func for gvar, func in lowered_kernels(blocks[name], tmp_path).functions_items()}
     # depthwise conv, max pool and concat run on NCHW16c blocks; the one unpack left is the model's output
     assert sum(k.startswith("unpack_output") for k in kernels) == 1
     assert name != "depthwise" or any("depthwise_NCHWc_int8" in k for k in kernels)
@@ -158,3 +181,17 @@ def test_blocked_kernels_compute_the_integers_of_plain_nchw_ones(name, blocks, t
     packed, plain = qcompile.load(libraries["x86"]), qcompile.load(libraries["x86-avx2"])
     for x in RNG.uniform(-1, 1, (4, 1, 4, 12, 12)).astype(np.float32):
         np.testing.assert_array_equal(packed(x)[0], plain(x)[0])
+
+
+def test_a_projection_shortcut_reaches_the_residual_add_as_8_bit_values(blocks, tmp_path):
+    from tvm import relax
+
+    crossing = []
+
+    def collect(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.call_tir":
+            crossing.append(str(expr.ty.dtype))
+
+    relax.analysis.post_order_visit(lowered_kernels(blocks["bottleneck"], tmp_path)["main"], collect)
+    # the shortcut conv's kernel ends at its uint8 output; the rescale of that operand runs in the add's kernel
+    assert crossing and set(crossing) <= {"uint8", "float32"}, crossing

@@ -139,12 +139,17 @@ def test_build_ignores_records_of_a_cpu_without_vnni(tuned, tmp_path, capsys):
     assert "no tuning records" in capsys.readouterr().err
 
 
-def test_tune_again_continues_from_the_stored_records_and_stops_on_time(tuned, tmp_path, capsys):
-    model, calib, log = tuned
+def _copy_of_records(log, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in (records.WORKLOADS, records.RECORDS, "target.json"):
         (copy / name).write_bytes((log / name).read_bytes())
+    return copy
+
+
+def test_tune_again_continues_from_the_stored_records_and_stops_on_time(tuned, tmp_path, capsys):
+    model, calib, log = tuned
+    copy = _copy_of_records(log, tmp_path)
     before = records.count(copy)
     # a budget of under a second ends the run after its first batch
     assert run_cli("tune", model, "--calib", calib, "--trials", 100, "--batch", 4, "--minutes", 0.01,
@@ -153,6 +158,16 @@ def test_tune_again_continues_from_the_stored_records_and_stops_on_time(tuned, t
     assert f"continuing from {before} stored" in out.err
     assert "stopped early" in out.out
     assert before < records.count(copy) < before + 100
+
+
+def test_tune_untuned_only_leaves_kernels_that_have_records(tuned, tmp_path, capsys):
+    model, calib, log = tuned
+    copy = _copy_of_records(log, tmp_path)
+    before = records.count(copy)
+    assert run_cli("tune", model, "--calib", calib, "--trials", 100, "--batch", 4, "--untuned-only",
+                   "--tuning-log", copy) == 0
+    assert "every kernel has a tuning record" in capsys.readouterr().err
+    assert records.count(copy) == before
 
 
 def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):
