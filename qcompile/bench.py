@@ -25,6 +25,9 @@ FORMATS = ("md", "csv", "json")
 # with spinning turned off instead, each engine's workers sleep between kernels, and waking them made
 # onnxruntime's 2-thread runs 1.9x (FP32) and TVM's 1.2x slower on this VM.
 IDLE_PAUSE_S = 0.6
+# After the pause this variant's own workers sleep too, and waking them took up to ~1 ms here: runs shorter than
+# this are preceded by an untimed one
+UNTIMED_RUN_BELOW_S = 0.5
 COLUMNS = ["model", "target", "engine", "precision", "tuned kernels", "threads", "median ms", "p90 ms", "min ms", "p10 ms",
            "throughput /s", "speedup vs FP32", "speedup vs onnxruntime", "size MB", "top-1 agreement"]
 
@@ -92,7 +95,9 @@ def run(config: BenchConfig) -> list[dict]:
         for _ in tqdm(range(config.repeat), desc=f"timing, {threads} thread(s)", unit="round", disable=quiet):
             for v in variants:  # interleaved: machine noise hits every variant alike
                 if threads > 1:
-                    time.sleep(IDLE_PAUSE_S)  # the last variant's workers stop spinning
+                    time.sleep(IDLE_PAUSE_S)  # the last variant's workers stop spinning,
+                    if not v.samples or v.samples[-1] < UNTIMED_RUN_BELOW_S:
+                        v.run(threads)  # and an untimed run wakes this one's, as back-to-back runs find them
                 v.samples.append(v.run(threads))
         rows += [_row(config, model, v, threads) for v in variants]
         owners += variants
