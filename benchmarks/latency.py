@@ -91,9 +91,11 @@ def main():
     print("## Latency: onnxruntime vs qcompile, untuned and tuned (issue 4)\n")
     print(f"Command: `python benchmarks/latency.py --models {args.models} --repeat {args.repeat}`\n")
     print(machine() + "\n")
-    print("Batch 1, medians over {} interleaved runs after 3 warm-up runs; 'tuned kernels' counts the kernels that "
-          "got a schedule from `tuning_logs/`. Peak: one Cascade Lake core at {} GHz, FP32 {} flop/cycle, INT8 "
-          "VNNI {} op/cycle, times the threads.\n".format(args.repeat, PEAK_GHZ, FP32_PER_CYCLE, INT8_PER_CYCLE))
+    print("Batch 1, medians over {} interleaved runs after 3 warm-up runs (on 2 threads each timed run follows a "
+          "{} s pause, in which the other variant's spinning workers go idle, then by an untimed run if runs take "
+          "under {} s); 'tuned kernels' counts the kernels that got a schedule from `tuning_logs/`. Peak: one "
+          "Cascade Lake core at {} GHz, FP32 {} flop/cycle, INT8 VNNI {} op/cycle, times the threads.\n".format(
+              args.repeat, bench.IDLE_PAUSE_S, bench.UNTIMED_RUN_BELOW_S, PEAK_GHZ, FP32_PER_CYCLE, INT8_PER_CYCLE))
     scratch = Path(tempfile.mkdtemp(prefix="qcompile-latency-"))
     for key in args.models.split(","):
         title, file, preprocess, calibration = MODELS[key]

@@ -51,7 +51,8 @@ def lower_kernels(mod, spec: TargetSpec):
         # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
         pack = PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None)
         mod = DropRepack()(BlockedEpilogue()(pack(mod)))
-    # after the packing passes, so that the operands are matched in the layout the kernels use
+    # after the packing passes, so that add operands are matched in the layout the kernels use; CSE because a
+    # block's first conv and its projection shortcut each packed the same activation
     mod = relax.transform.EliminateCommonSubexpr()(AddOperandBoundary()(mod))
     with target:
         mod = relax.get_pipeline("zero")(mod)
