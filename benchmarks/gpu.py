@@ -94,8 +94,7 @@ def run(kit: Path) -> None:
                 against = "onnxruntime FP32 (CPU)"
                 diff = np.abs(outputs - reference["fp32_onnxruntime"]).max()
             agreement = (outputs.reshape(len(inputs), -1).argmax(1) == fp32_classes).mean()
-            timer = model._vm.time_evaluator("main", device, number=100, repeat=30)
-            ms = float(np.median(timer(tvm.runtime.tensor(inputs[0], device)).results)) * 1e3
+            ms = float(np.median(model.timer(inputs[0], number=100, repeat=30)())) * 1e3
             rows.append((title, precision.upper(), f"{diff:.2e} vs {against}", f"{agreement:.3f}", ms,
                          load_seconds[key, precision]))
     fp32_ms = {title: ms for title, precision, *_, ms, _ in rows if precision == "FP32"}

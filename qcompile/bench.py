@@ -122,14 +122,13 @@ def _tvm_variant(config: BenchConfig, build: BuildConfig, precision: str, x, ses
             model = remote.load(library, config.remote, session)
         else:
             model = artifact.CompiledModel(executable, sidecar)
-    args = [tvm.runtime.tensor(a, model.device) for a in x]
-    evaluator = model._vm.time_evaluator("main", model.device, number=1, repeat=1)
+    timer = model.timer(*x)
     configure = tvm.get_global_func("runtime.config_threadpool")
 
     def timed(threads: int) -> float:
         if config.remote is None:
             configure(1, threads)
-        return float(evaluator(*args).results[0])
+        return timer()[0]
 
     tuned = "untuned" if sidecar.tuned_kernels is None else "{}/{}".format(*sidecar.tuned_kernels)
     return Variant("qcompile", precision, timed, size, outputs=lambda sample: model(*sample)[0], tuned=tuned)
