@@ -7,7 +7,7 @@ from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
-from .common import op_name, rewrite_main
+from .common import bound_value, op_name, rewrite_main
 
 WIDEN = "widen"  # name of the cast kernels this pass makes
 _BROADCAST = 1  # tvm's OpPatternKind kBroadcast
@@ -19,13 +19,13 @@ class _Boundary(PyExprMutator):
         call = super().visit_call_(op)
         if op_name(call) != "relax.add":
             return call
-        term = self._bound(call.args[1])
+        term = bound_value(self, call.args[1])
         if op_name(term) != "relax.multiply":
             return call
-        centered = self._bound(term.args[0])
+        centered = bound_value(self, term.args[0])
         if op_name(centered) != "relax.subtract":
             return call
-        cast = self._bound(centered.args[0])
+        cast = bound_value(self, centered.args[0])
         if op_name(cast) != "relax.astype" or str(cast.args[0].ty.dtype) not in ("uint8", "int8"):
             return call
         widened = self.builder_.emit(self._widen(cast.args[0], cast.ty))
@@ -40,10 +40,6 @@ class _Boundary(PyExprMutator):
         kernel = kernel.without_attr("global_symbol").with_attr("op_pattern", _BROADCAST)
         kernel = self.builder_.add_func(kernel, WIDEN)
         return relax.call_tir(kernel, [narrow], wide_type)
-
-    def _bound(self, expr):
-        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        return expr if value is None else value
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.AddOperandBoundary")

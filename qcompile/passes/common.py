@@ -19,6 +19,12 @@ def op_name(expr) -> str | None:
     return None
 
 
+def bound_value(mutator, expr):
+    """What a variable is bound to in the function `mutator` is visiting, or the expression itself."""
+    value = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+    return expr if value is None else value
+
+
 def constant_value(expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, GenericConst) else None
 

@@ -14,7 +14,7 @@ from tvm.relax import op as R
 from .. import ops
 from ..ops import Role
 from ..qparams import QuantParams, fixed_point_multiplier
-from .common import bias_of, clamp_of, constant_value, op_name, rewrite_main
+from .common import bias_of, bound_value, clamp_of, constant_value, op_name, rewrite_main
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,10 +126,7 @@ class _Matcher(PyExprMutator):
         self.ctx = RealizeContext(self.builder_)
 
     def bound(self, expr):
-        if isinstance(expr, relax.Var):
-            value = self.lookup_binding(expr)
-            return value if value is not None else expr
-        return expr
+        return bound_value(self, expr)
 
     def dequantized(self, expr) -> QInput | None:
         call = self.bound(expr)
