@@ -42,6 +42,7 @@ def lower_kernels(mod, spec: TargetSpec):
     from .passes.add_operand_boundary import AddOperandBoundary
     from .passes.blocked_epilogue import BlockedEpilogue
     from .passes.drop_repack import DropRepack
+    from .passes.matmul_as_conv import MatmulAsConv
     from .passes.pack_conv import PackConv
 
     target = spec.tvm_target()
@@ -50,7 +51,7 @@ def lower_kernels(mod, spec: TargetSpec):
         lanes = intrinsics.OUTPUT_LANES[intrinsic]
         # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
         pack = PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None)
-        mod = DropRepack()(BlockedEpilogue()(pack(mod)))
+        mod = DropRepack()(BlockedEpilogue()(pack(MatmulAsConv()(mod))))
     # after the packing passes, so that add operands are matched in the layout the kernels use; CSE because a
     # block's first conv and its projection shortcut each packed the same activation
     mod = relax.transform.EliminateCommonSubexpr()(AddOperandBoundary()(mod))

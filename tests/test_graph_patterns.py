@@ -195,3 +195,38 @@ def test_a_projection_shortcut_reaches_the_residual_add_as_8_bit_values(blocks, 
     relax.analysis.post_order_visit(lowered_kernels(blocks["bottleneck"], tmp_path)["main"], collect)
     # the shortcut conv's kernel ends at its uint8 output; the rescale of that operand runs in the add's kernel
     assert crossing and set(crossing) <= {"uint8", "float32"}, crossing
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """conv 4→16 → relu → GAP → flatten → Gemm 16→10 with bias: a classifier head, the Gemm an int8 GEMV."""
+    inits = [weight("w1", 16, 4, 3, 3), weight("fc", 10, 16), weight("fc_bias", 10, scale=0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc", "fc_bias"], ["y"], transB=1),
+    ]
+    return save_model(nodes, inits, tmp_path_factory.mktemp("classifier") / "classifier.onnx", [1, 10])
+
+
+def test_an_integer_matmul_is_compiled_as_a_packed_conv(classifier, tmp_path):
+    from qcompile.passes.pack_conv import CONV_BLOCK
+
+    kernels = [gvar.name_hint for gvar, _ in lowered_kernels(classifier, tmp_path).functions_items()]
+    assert not any("matmul" in k for k in kernels), kernels
+    assert sum(CONV_BLOCK in k for k in kernels) == 2, kernels  # the model's conv and the Gemm
+
+
+def test_a_matmul_compiled_as_a_packed_conv_computes_what_the_matmul_does(classifier, tmp_path):
+    # the AVX2 preset has no int8 dot product: there the Gemm stays a matmul
+    libraries, calib = {}, calibration_file(tmp_path)
+    for target in ("x86", "x86-avx2"):
+        libraries[target] = tmp_path / f"{target}.so"
+        assert run_cli("build", classifier, "--target", target, "--calib", calib, "-o", libraries[target],
+                       "-q") == 0
+    packed, plain = qcompile.load(libraries["x86"]), qcompile.load(libraries["x86-avx2"])
+    for x in RNG.uniform(-1, 1, (4, 1, 4, 12, 12)).astype(np.float32):
+        # the same int32 sums, then the same FP32 rescale and bias (up to how LLVM contracts them)
+        np.testing.assert_allclose(packed(x)[0], plain(x)[0], rtol=1e-6, atol=1e-6)
