@@ -439,8 +439,8 @@ def _tune(args) -> int:
                              remote=board, cores=args.cores, batch=args.batch,
                              untuned_only=args.untuned_only))
     state = "stopped early; run the same command again to continue" if result.stopped_early else "done"
-    print(f"{result.stored} tuning records for {result.tasks} kernels in {result.folder} "
-          f"({result.measured} measured in {result.seconds / 60:.1f} min, {state})")
+    print(f"{result.stored} tuning records in {result.folder} ({result.measured} measured in "
+          f"{result.seconds / 60:.1f} min, {result.tasks} kernels searched, {state})")
     return 0
 
 

@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from . import build, compiler, progress, records
+from . import build, compiler, progress, records, transfer
 from .deploy.remote import RemoteSpec
 from .errors import QcompileError
 
@@ -39,8 +39,8 @@ class TuneConfig:
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
     folder: Path
-    tasks: int
-    measured: int  # candidates measured in this run
+    tasks: int  # kernels searched
+    measured: int  # candidates measured in this run (schedules transferred from other kernels included)
     stored: int  # candidates in the records after it
     seconds: float
     stopped_early: bool  # by Ctrl-C or --minutes
@@ -73,12 +73,27 @@ def tune(config: TuneConfig) -> TuneResult:
     records.write_target(folder, spec)
     database = records.open_database(folder, spec, create=True)
     before = records.count(folder)
+    start = time.monotonic()
+    deadline = None if config.minutes is None else start + config.minutes * 60
+    builder = ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(_export_candidate, spec.cc),
+                                      max_workers=cores, timeout_sec=120, initializer=_ignore_interrupt)
+    runner = _runner(config.remote)
+    unrecorded = [task for task in extracted
+                  if database.query_tuning_record(task.dispatched[0], target, "main") is None]
+    transferred = transfer.TransferResult(0, 0)
+    if unrecorded and before:
+        with progress.step(f"trying stored schedules on the {len(unrecorded)} kernels with no record", quiet), \
+                _threads(cores):
+            transferred = transfer.transfer([task.dispatched[0] for task in unrecorded], database, target, builder,
+                                            runner)
+        progress.note(f"{transferred.kernels} of them got a record from a same-shaped kernel's schedule "
+                      f"({transferred.measured} candidates measured)", quiet)
     if config.untuned_only:
-        extracted = [task for task in extracted
+        extracted = [task for task in unrecorded
                      if database.query_tuning_record(task.dispatched[0], target, "main") is None]
         if not extracted:
             progress.note(f"every kernel has a tuning record in {folder}", quiet)
-            return TuneResult(folder, 0, 0, before, 0.0, False)
+            return _finish(folder, 0, transferred.measured, time.monotonic() - start, False, quiet)
     progress.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
                   + (f" (continuing from {before} stored)" if before else ""), quiet)
     # a smaller population than MetaSchedule's default (512): on a few cores the search itself, not the
@@ -86,17 +101,13 @@ def tune(config: TuneConfig) -> TuneResult:
     strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(folder / "logs"), strategy=strategy, num_threads=cores)
-    deadline = None if config.minutes is None else time.monotonic() + config.minutes * 60
     watcher = _Progress(config.trials, [c.task_name for c in contexts], weights, deadline, quiet)
-    start = time.monotonic()
     with _stop_on_interrupt(watcher), _threads(cores):
         try:
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(folder / "logs"),
                 max_trials_global=config.trials, num_trials_per_iter=min(config.batch, config.trials),
-                builder=ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(
-                    _export_candidate, spec.cc), max_workers=cores, timeout_sec=120, initializer=_ignore_interrupt),
-                runner=_runner(config.remote), database=database, cost_model="xgb",
+                builder=builder, runner=runner, database=database, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watcher.callback()],
             )
         except Exception:  # a stop request (_Stop) comes back through TVM's FFI as one of its own errors
@@ -104,9 +115,14 @@ def tune(config: TuneConfig) -> TuneResult:
                 raise
         finally:
             watcher.close()
-    result = TuneResult(folder, len(contexts), watcher.measured, records.count(folder),
-                        time.monotonic() - start, watcher.stopped)
-    records.add_tuning_time(folder, result.measured, result.seconds)
+    return _finish(folder, len(contexts), transferred.measured + watcher.measured, time.monotonic() - start,
+                   watcher.stopped, quiet)
+
+
+def _finish(folder, tasks, measured, seconds, stopped, quiet) -> TuneResult:
+    result = TuneResult(folder, tasks, measured, records.count(folder), seconds, stopped)
+    if measured:
+        records.add_tuning_time(folder, result.measured, result.seconds)
     progress.note(f"tuned {result.measured} candidates in {result.seconds / 60:.1f} min"
                   f"{' (stopped early)' if result.stopped_early else ''}; {result.stored} stored in {folder}", quiet)
     return result

@@ -162,7 +162,9 @@ def lowered_kernels(model, tmp_path):
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_activations_stay_blocked_from_conv_to_conv(name, blocks, tmp_path):
     kernels = {gvar.name_hint: func for gvar, func in lowered_kernels(blocks[name], tmp_path).functions_items()}
-    # depthwise conv, max pool and concat run on NCHW16c blocks; the one unpack left is the model's output
+    # convs, depthwise conv, max pool and concat run on NCHW16c blocks: the one pack left is the model's input, the
+    # one unpack its output
+    assert sum(k.startswith("pack_data") for k in kernels) == 1
     assert sum(k.startswith("unpack_output") for k in kernels) == 1
     assert name != "depthwise" or any("depthwise_NCHWc_int8" in k for k in kernels)
     # blocked pooling has a fixed schedule: no tuning record is needed for it to be fast

@@ -11,8 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from conftest import run_cli
-from qcompile import build, records, targets
+from qcompile import build, records, targets, transfer
 from qcompile.calibdata import DataSource
+from qcompile.passes import pack_conv
 
 TRIALS = 12  # a handful: enough for every kernel of the model to get a measured, tensorized schedule
 
@@ -168,6 +169,27 @@ def test_tune_untuned_only_leaves_kernels_that_have_records(tuned, tmp_path, cap
                    "--tuning-log", copy) == 0
     assert "every kernel has a tuning record" in capsys.readouterr().err
     assert records.count(copy) == before
+
+
+def test_tune_gives_a_kernel_with_no_record_the_schedule_of_a_same_shaped_kernel(tuned, tmp_path, capsys,
+                                                                                  monkeypatch):
+    model, calib, log = tuned
+    # the conv's input as an earlier qcompile laid it out, NCHW4c: same parameters, other indices, no record
+    monkeypatch.setattr(pack_conv, "input_block", lambda channels, oc_block: pack_conv.IC_BLOCK)
+    copy = _copy_of_records(log, tmp_path)
+    before = records.count(copy)
+    assert run_cli("tune", model, "--calib", calib, "--trials", 100, "--untuned-only", "--tuning-log", copy) == 0
+    err = capsys.readouterr().err
+    assert "1 of them got a record from a same-shaped kernel's schedule" in err
+    assert "every kernel has a tuning record" in err  # so no search was needed
+    assert before < records.count(copy) <= before + transfer.CANDIDATES
+    transferred_exe, _ = build.compile_model(_config(model, calib, tuning_log=copy))
+    untuned_exe, _ = build.compile_model(_config(model, calib, tuning_records=None))
+    assert "vpdpbusd" in transferred_exe.mod.imports[0].inspect_source("asm")
+    x = np.random.default_rng(1).standard_normal((1, 16, 28, 28)).astype(np.float32)
+    # the replayed schedule computes the NCHW4c conv: the untuned kernel's integers
+    np.testing.assert_allclose(_library_and_latency(transferred_exe, x)[0], _library_and_latency(untuned_exe, x)[0],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):

@@ -32,8 +32,9 @@ class DropRepack:
     and as one re-blocking kernel otherwise.
 
     After `BlockedEpilogue`, a packed conv whose result feeds a packed depthwise conv of the same block size ends in
-    an unpack that the depthwise conv's pack undoes: both layout kernels go, and the activation stays blocked. A
-    depthwise conv's NCHW16c result feeding a conv's NCHW4c input is re-blocked without the NCHW copy between."""
+    an unpack that the depthwise conv's pack undoes, and so does one feeding a conv whose input channels fill
+    such blocks: both layout kernels go, and the activation stays blocked. An NCHW16c result of channels that do
+    not fill 16-blocks, feeding a conv's NCHW4c input, is re-blocked without the NCHW copy between."""
 
     def transform_module(self, mod, ctx):
         mod = rewrite_main(_Drop(mod), mod)

@@ -11,7 +11,7 @@ from .common import constant_value, op_name, rewrite_main
 
 IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd and sdot both take 4
 UNPACK = "unpack_output"  # name of the kernels that turn a packed conv's output back into NCHW
-PACK = "pack_data"  # name of the kernels that turn NCHW activations into NCHW4c
+PACK = "pack_data"  # name of the kernels that turn NCHW activations into NCHW[k]c
 CONV_BLOCK = "conv2d_NCHWc_int8"  # name of the packed conv's compute block, which target schedules look for
 DEPTHWISE_BLOCK = "depthwise_NCHWc_int8"  # the packed depthwise conv's
 
@@ -36,7 +36,8 @@ class _Pack(PyExprMutator):
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            packed = self.builder_.emit_te(to_blocked, data, IC_BLOCK, primfunc_name_hint=PACK)
+            block = input_block(kernel.shape[1], self.oc_block)
+            packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             acc = self.builder_.emit_te(_conv_blocked, packed, relax.const(pack_kernel(kernel, self.oc_block)),
                                         *window, primfunc_name_hint=CONV_BLOCK)
         elif self.depthwise_block and groups == out_channels == int(data.ty.shape[1]) and kernel.shape[1] == 1:
@@ -47,6 +48,13 @@ class _Pack(PyExprMutator):
         else:
             return call
         return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
+
+
+def input_block(in_channels: int, oc_block: int) -> int:
+    """Channels per block of a packed conv's input: the convs' output block where the channels fill such blocks,
+    so that one conv's blocked output is the next one's input as it is (no re-blocking kernel between them),
+    else the dot product's 4."""
+    return oc_block if in_channels % oc_block == 0 and oc_block % IC_BLOCK == 0 else IC_BLOCK
 
 
 def pack_kernel(kernel: np.ndarray, oc_block: int) -> np.ndarray:
@@ -92,17 +100,21 @@ def _window(data, kernel_hw, strides, padding, dilation):
 
 
 def _conv_blocked(data, kernel, strides, padding, dilation):
-    """TOPI's conv2d_NCHWc_int8 compute, without its `schedule_rule` tag: MetaSchedule has no rule of that name
-    on CPUs and warns once per candidate batch, while its generic rules (with the intrinsic) do the work."""
+    """TOPI's conv2d_NCHWc_int8 compute, without its `schedule_rule` tag (MetaSchedule has no rule of that name
+    on CPUs and warns once per candidate batch, while its generic rules, with the intrinsic, do the work), and
+    with an input in blocks of any multiple of 4 channels: the reduction runs over groups of 4 input channels
+    whichever block holds them, so the loop nest, and the tensorized inner block, are those of NCHW4c."""
     n = data.shape[0]
     oc_chunks, ic_chunks, kh, kw, _, oc_block, _ = kernel.shape
+    groups = int(data.shape[-1]) // IC_BLOCK  # groups of 4 input channels in one block of the input
     data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
     ic, ry, rx, rc = (te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"),
                       te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, IC_BLOCK), "rc"))
     return te.compute(
         (n, oc_chunks, out_h, out_w, oc_block),
         lambda b, oc, y, x, ob: te.sum(
-            data[b, ic, *at(y, x, ry, rx), rc].astype("int32") * kernel[oc, ic, ry, rx, 0, ob, rc].astype("int32"),
+            data[b, ic // groups, *at(y, x, ry, rx), ic % groups * IC_BLOCK + rc].astype("int32")
+            * kernel[oc, ic, ry, rx, 0, ob, rc].astype("int32"),
             axis=[ry, rx, ic, rc]),
         name=CONV_BLOCK)
 
@@ -148,10 +160,12 @@ def _round_up(value: int, multiple: int) -> int:
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.PackConv")
 class PackConv:
-    """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as an NCHW4c conv
+    """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
     with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
-    (16 for VNNI, 4 for sdot). In that layout the innermost block is exactly the tensor intrinsic's operands,
-    so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized.
+    (16 for VNNI, 4 for sdot), and its output in NCHW[k]c. In that layout the innermost block is exactly the
+    tensor intrinsic's operands, so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized. The
+    input is NCHW[k]c too where the channels fill k-blocks (each 4 bytes of a block are one dot-product operand),
+    so that a conv's output feeds the next conv without a re-blocking kernel; else NCHW4c.
 
     With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
     int32 sums); other grouped convs stay."""
