@@ -25,17 +25,16 @@ class TransferResult:
 
 
 def transfer(kernels, database, target, builder, runner) -> TransferResult:
-    """Give each kernel of `kernels` (tuning tasks' modules, the kernel as `main`) that has no record in `database`
+    """Give each kernel of `kernels` (tuning tasks' modules, the kernel as `main`, none with a record in `database`)
     the measured replays of the best schedules stored for kernels with its signature."""
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     donors = _donors(database)
+    device = "cuda" if target.kind.name == "cuda" else "cpu"  # the runner's device name, not the target kind
     recorded = measured = 0
     for mod in kernels:
-        if database.query_tuning_record(mod, target, "main") is not None:
-            continue
         schedules = []
         for record in donors.get(_signature(mod["main"]), [])[:CANDIDATES]:
             sch = s_tir.Schedule(mod)
@@ -49,9 +48,9 @@ def transfer(kernels, database, target, builder, runner) -> TransferResult:
         built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
         args = ArgInfo.from_prim_func(mod["main"])
         runs = [(sch, b) for sch, b in zip(schedules, built) if b.error_msg is None]
-        device = "cuda" if target.kind.name == "cuda" else "cpu"
         results = runner.run([ms.runner.RunnerInput(b.artifact_path, device, args) for _, b in runs])
         workload = database.commit_workload(mod)
+        committed = False
         for (sch, b), future in zip(runs, results):
             result = future.result()
             shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
@@ -59,7 +58,8 @@ def transfer(kernels, database, target, builder, runner) -> TransferResult:
             if result.error_msg is None and result.run_secs:
                 database.commit_tuning_record(ms.database.TuningRecord(
                     sch.trace, workload, [float(s) for s in result.run_secs], target, args))
-        recorded += database.query_tuning_record(mod, target, "main") is not None
+                committed = True
+        recorded += committed
     return TransferResult(recorded, measured)
 
 

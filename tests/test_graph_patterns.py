@@ -172,15 +172,19 @@ def test_activations_stay_blocked_from_conv_to_conv(name, blocks, tmp_path):
     assert name != "fire" or pools and all(func.attrs["tirx.is_scheduled"] for func in pools)
 
 
-@pytest.mark.parametrize("name", list(BLOCKS))
-def test_blocked_kernels_compute_the_integers_of_plain_nchw_ones(name, blocks, tmp_path):
-    # the AVX2 preset has no int8 dot product: nothing is packed there, and the integer arithmetic is the same
+def packed_and_plain(model, tmp_path):
+    """The model built for x86 (packed for VNNI) and for x86-avx2, which has no int8 dot product: nothing is packed
+    there, and the integer arithmetic is the same. Both calibrated on the same data, and loaded."""
     libraries, calib = {}, calibration_file(tmp_path)
     for target in ("x86", "x86-avx2"):
         libraries[target] = tmp_path / f"{target}.so"
-        assert run_cli("build", blocks[name], "--target", target, "--calib", calib, "-o", libraries[target],
-                       "-q") == 0
-    packed, plain = qcompile.load(libraries["x86"]), qcompile.load(libraries["x86-avx2"])
+        assert run_cli("build", model, "--target", target, "--calib", calib, "-o", libraries[target], "-q") == 0
+    return qcompile.load(libraries["x86"]), qcompile.load(libraries["x86-avx2"])
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_blocked_kernels_compute_the_integers_of_plain_nchw_ones(name, blocks, tmp_path):
+    packed, plain = packed_and_plain(blocks[name], tmp_path)
     for x in RNG.uniform(-1, 1, (4, 1, 4, 12, 12)).astype(np.float32):
         np.testing.assert_array_equal(packed(x)[0], plain(x)[0])
 
@@ -222,13 +226,7 @@ def test_an_integer_matmul_is_compiled_as_a_packed_conv(classifier, tmp_path):
 
 
 def test_a_matmul_compiled_as_a_packed_conv_computes_what_the_matmul_does(classifier, tmp_path):
-    # the AVX2 preset has no int8 dot product: there the Gemm stays a matmul
-    libraries, calib = {}, calibration_file(tmp_path)
-    for target in ("x86", "x86-avx2"):
-        libraries[target] = tmp_path / f"{target}.so"
-        assert run_cli("build", classifier, "--target", target, "--calib", calib, "-o", libraries[target],
-                       "-q") == 0
-    packed, plain = qcompile.load(libraries["x86"]), qcompile.load(libraries["x86-avx2"])
+    packed, plain = packed_and_plain(classifier, tmp_path)  # on x86-avx2 the Gemm stays a matmul
     for x in RNG.uniform(-1, 1, (4, 1, 4, 12, 12)).astype(np.float32):
         # the same int32 sums, then the same FP32 rescale and bias (up to how LLVM contracts them)
         np.testing.assert_allclose(packed(x)[0], plain(x)[0], rtol=1e-6, atol=1e-6)
