@@ -63,14 +63,15 @@ def test_a_packed_depthwise_conv_gets_a_fixed_schedule_that_computes_the_same_in
 
     def conv_and_requantize(x, w):
         acc = _depthwise_blocked(x, w, (stride, stride), (1, 1, 1, 1), (1, 1))
-        # a requantize epilogue like realize's: int64 scale, shift, clamp to uint8
-        return te.compute(acc.shape, lambda *i: te.max(te.min((acc(*i).astype("int64") * 3) >> 6, 255), 0)
-                          .astype("uint8"))
+        # a requantize epilogue like realize's: float32 multiply, round half up, clamp to uint8
+        return te.compute(acc.shape, lambda *i: te.max(te.min(te.floor(acc(*i).astype("float32") * 0.05 + 0.5),
+                                                              255.0), 0.0).astype("uint8"))
 
     rng = np.random.default_rng(stride)
     data = rng.integers(0, 256, (1, 2, 12, 12, 16)).astype(np.uint8)
     kernel = rng.integers(-128, 128, (2, 3, 3, 16)).astype(np.int8)
-    expected = np.clip((_depthwise_reference(data, kernel, stride).astype(np.int64) * 3) >> 6, 0, 255)
+    scaled = _depthwise_reference(data, kernel, stride).astype(np.float32) * np.float32(0.05)
+    expected = np.clip(np.floor(scaled + np.float32(0.5)), 0, 255)
     mod, target = _scheduled(conv_and_requantize, data.shape, kernel.shape, dtypes=["uint8", "int8"])
     assert mod["main"].attrs["tirx.is_scheduled"]
     assert "T.vectorized" in mod["main"].script()

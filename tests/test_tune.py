@@ -22,22 +22,28 @@ pytestmark = pytest.mark.skipif(
     reason="this machine's CPU has no AVX-512 VNNI")
 
 
-@pytest.fixture(scope="module")
-def conv_model(tmp_path_factory):
-    """Conv 16→32 3×3 + ReLU on 1×16×28×28, random weights, and 8 random calibration inputs."""
-    folder = tmp_path_factory.mktemp("conv")
+def _write_conv_model(folder, activation="Relu"):
+    """Conv 16→32 3×3 + `activation` on 1×16×28×28, random weights (the same for every activation)."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array((rng.standard_normal((32, 16, 3, 3)) * 0.1).astype(np.float32), "w"),
                numpy_helper.from_array((rng.standard_normal(32) * 0.1).astype(np.float32), "b")]
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node(activation, ["c"], ["y"])],
         "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], weights)
-    model = folder / "conv.onnx"
+    model = folder / f"conv_{activation.lower()}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def conv_model(tmp_path_factory):
+    """The conv model with a ReLU, and 8 random calibration inputs."""
+    folder = tmp_path_factory.mktemp("conv")
     calib = folder / "calib.npy"
-    np.save(calib, rng.standard_normal((8, 1, 16, 28, 28)).astype(np.float32))
-    return model, calib
+    np.save(calib, np.random.default_rng(3).standard_normal((8, 1, 16, 28, 28)).astype(np.float32))
+    return _write_conv_model(folder), calib
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +182,20 @@ def test_tune_gives_a_kernel_with_no_record_the_schedule_of_a_same_shaped_kernel
     model, calib, log = tuned
     # the conv's input as an earlier qcompile laid it out, NCHW4c: same parameters, other indices, no record
     monkeypatch.setattr(pack_conv, "input_block", lambda channels, oc_block: pack_conv.IC_BLOCK)
+    _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys)
+
+
+def test_tune_gives_a_kernel_with_another_epilogue_the_schedule_of_the_same_conv(tuned, tmp_path, capsys):
+    _, calib, log = tuned
+    # the tuned conv followed by a sigmoid, which stays FP32: the conv's epilogue dequantizes instead of
+    # requantizing, so the kernel has other blocks after the same conv
+    model = _write_conv_model(tmp_path, "Sigmoid")
+    _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys)
+
+
+def _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys):
+    """`tune --untuned-only` on a copy of `log` gives the model's conv a stored schedule without searching, and
+    the build with it has `vpdpbusd` and computes what the untuned build does."""
     copy = _copy_of_records(log, tmp_path)
     before = records.count(copy)
     assert run_cli("tune", model, "--calib", calib, "--trials", 100, "--untuned-only", "--tuning-log", copy) == 0
@@ -187,7 +207,7 @@ def test_tune_gives_a_kernel_with_no_record_the_schedule_of_a_same_shaped_kernel
     untuned_exe, _ = build.compile_model(_config(model, calib, tuning_records=None))
     assert "vpdpbusd" in transferred_exe.mod.imports[0].inspect_source("asm")
     x = np.random.default_rng(1).standard_normal((1, 16, 28, 28)).astype(np.float32)
-    # the replayed schedule computes the NCHW4c conv: the untuned kernel's integers
+    # the replayed schedule computes the new kernel: the untuned kernel's outputs
     np.testing.assert_allclose(_library_and_latency(transferred_exe, x)[0], _library_and_latency(untuned_exe, x)[0],
                                rtol=1e-6, atol=1e-6)
 

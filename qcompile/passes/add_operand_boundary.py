@@ -22,15 +22,11 @@ class _Boundary(PyExprMutator):
         term = bound_value(self, call.args[1])
         if op_name(term) != "relax.multiply":
             return call
-        centered = bound_value(self, term.args[0])
-        if op_name(centered) != "relax.subtract":
-            return call
-        cast = bound_value(self, centered.args[0])
+        cast = bound_value(self, term.args[0])
         if op_name(cast) != "relax.astype" or str(cast.args[0].ty.dtype) not in ("uint8", "int8"):
             return call
         widened = self.builder_.emit(self._widen(cast.args[0], cast.ty))
-        centered = self.builder_.emit(R.subtract(widened, centered.args[1]))
-        return R.add(call.args[0], self.builder_.emit(R.multiply(centered, term.args[1])))
+        return R.add(call.args[0], self.builder_.emit(R.multiply(widened, term.args[1])))
 
     def _widen(self, narrow, wide_type):
         data = te.placeholder(list(narrow.ty.shape.values), str(narrow.ty.dtype))
@@ -45,11 +41,11 @@ class _Boundary(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="qcompile.AddOperandBoundary")
 class AddOperandBoundary:
     """Rewrite the widening cast that starts the rescale of an integer add's second operand,
-    `add(t, multiply(subtract(astype(q8, int64), z), m))`, as a cast kernel that FuseOps sees as a broadcast.
+    `add(t, multiply(astype(q8, float32), m))`, as a cast kernel that FuseOps sees as a broadcast.
 
     FuseOps fuses a conv's output only through elementwise ops. Left as `astype`, the rescale of a residual
     add's second operand (ResNet's projection shortcut) fuses into the conv that produced it, which then writes
-    the widened int64 term, 8 bytes per value, for the add's kernel to read back; the first operand's conv takes
+    the widened float32 term, 4 bytes per value, for the add's kernel to read back; the first operand's conv takes
     the add as its epilogue. Marked a broadcast, the cast stops the producer's fusion at its 8-bit output and
     still fuses forward into the add's kernel, so that one byte per value crosses between the two kernels."""
 

@@ -13,7 +13,7 @@ from .pack_conv import UNPACK, unpack, unpacked
 
 _UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype),
           "relax.clip": lambda x, call: R.clip(x, call.args[1], call.args[2]),
-          "relax.nn.relu": lambda x, call: R.nn.relu(x)}
+          "relax.nn.relu": lambda x, call: R.nn.relu(x), "relax.floor": lambda x, call: R.floor(x)}
 _BINARY = {"relax.add": R.add, "relax.subtract": R.subtract, "relax.multiply": R.multiply,
            "relax.right_shift": R.right_shift, "relax.left_shift": R.left_shift, "relax.maximum": R.maximum,
            "relax.minimum": R.minimum}
@@ -101,7 +101,7 @@ def _pack_constant(value: np.ndarray, blocked, channels: int):
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.BlockedEpilogue")
 class BlockedEpilogue:
-    """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts,
+    """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts, floor,
     casts, clip) with scalar or per-channel constants, repeatedly: a packed conv's requantize chain then runs in
     the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
     result is left instead of an int32 unpack and a separate requantize kernel.

@@ -13,7 +13,7 @@ from tvm.relax import op as R
 
 from .. import ops
 from ..ops import Role
-from ..qparams import QuantParams, fixed_point_multiplier
+from ..qparams import QuantParams
 from .common import bias_of, bound_value, clamp_of, constant_value, op_name, rewrite_main
 
 
@@ -70,40 +70,41 @@ class RealizeContext:
         return self.requantize(acc, in_scale / np.float64(out.scale), out, clamp, shape)
 
     def requantize(self, acc, multiplier, out: QuantParams, clamp, shape):
-        """round((acc · multiplier)) + zero point, saturated: as int64 fixed-point multiply, rounding add and shift."""
-        m0, shift = fixed_point_multiplier(np.asarray(multiplier, np.float64))
-        if shape is not None:
-            m0, shift = m0.reshape(shape), shift.reshape(shape)
-        wide = self.emit(R.astype(acc, "int64"))
-        scaled = self.emit(R.add(R.multiply(wide, self.const(m0, "int64")),
-                                 self.const(np.int64(1) << (shift - 1), "int64")))
-        scaled = self.emit(R.right_shift(scaled, self.const(shift, "int64")))
-        return self._saturate(scaled, out, clamp)
+        """round(acc · multiplier) + zero point, saturated, in float32 (see `qparams.requantize`)."""
+        multiplier = np.asarray(multiplier, np.float32)
+        multiplier = multiplier.reshape(shape) if shape is not None else multiplier.reshape(1)
+        real = self.emit(R.astype(acc, "float32"))
+        scaled = self.emit(R.multiply(real, self.const(multiplier, "float32")))
+        return self._round_and_saturate(scaled, 0.0, out, clamp)
 
     def rescale_sum(self, inputs: list[QInput], out: QuantParams, clamp):
-        """Σ s_i (q_i - z_i) requantized to `out` with one common shift, so that there is a single rounding."""
-        multipliers = [np.float64(i.params.scale) / np.float64(out.scale) for i in inputs]
-        _, exponent = math.frexp(max(multipliers))
-        shift = 31 - exponent
+        """Σ s_i (q_i - z_i) requantized to `out` as round(Σ m_i q_i - Σ m_i z_i) + z_out, m_i = s_i / s_out, in
+        float32 with a single rounding; the inputs' zero points fold into one constant."""
         total = None
-        for i, m in zip(inputs, multipliers):
-            centered = R.subtract(R.astype(i.q, "int64"), self.const(int(i.params.zero_point), "int64"))
-            term = R.multiply(centered, self.const(round(m * 2.0 ** shift), "int64"))
+        offset = 0.0
+        for i in inputs:
+            m = float(np.float64(i.params.scale) / np.float64(out.scale))
+            term = R.multiply(R.astype(i.q, "float32"), self.const([m], "float32"))
             total = term if total is None else R.add(total, term)
-        total = self.emit(R.add(total, self.const(1 << (shift - 1), "int64")))
-        total = self.emit(R.right_shift(total, self.const(shift, "int64")))
-        return self._saturate(total, out, clamp)
+            offset -= m * float(i.params.zero_point)
+        return self._round_and_saturate(self.emit(total), offset, out, clamp)
 
     def clamp(self, q, params: QuantParams, clamp):
         lo, hi = _clamp_bounds(params, clamp)
         return self.emit(R.clip(q, lo, hi))
 
-    def _saturate(self, scaled, out: QuantParams, clamp):
+    def _round_and_saturate(self, scaled, offset: float, out: QuantParams, clamp):
+        """floor(scaled + offset + 0.5) (round half up) + `out`'s zero point, saturated to its range narrowed by
+        `clamp`. The zero point is added after rounding, exactly, as onnxruntime does: added before, a value
+        within float32's step at 255 (2**-16) of a half would round the other way."""
         lo, hi = _clamp_bounds(out, clamp)
-        shifted = scaled
+        rounded = R.floor(R.add(scaled, self.const([offset + 0.5], "float32")))
         if int(out.zero_point):
-            shifted = self.emit(R.add(scaled, self.const(int(out.zero_point), "int64")))
-        return self.emit(R.astype(R.clip(shifted, lo, hi), out.dtype))
+            rounded = R.add(rounded, self.const([float(out.zero_point)], "float32"))
+        rounded = self.emit(rounded)
+        # saturated before the cast, which is undefined out of range; bounds as tensors, like `LiftScalars`'s
+        saturated = R.minimum(R.maximum(rounded, self.const([lo], "float32")), self.const([hi], "float32"))
+        return self.emit(R.astype(saturated, out.dtype))
 
 
 def _clamp_bounds(params: QuantParams, clamp) -> tuple[int, int]:
