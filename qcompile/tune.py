@@ -77,7 +77,7 @@ def tune(config: TuneConfig) -> TuneResult:
     deadline = None if config.minutes is None else start + config.minutes * 60
     builder = ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(_export_candidate, spec.cc),
                                       max_workers=cores, timeout_sec=120, initializer=_ignore_interrupt)
-    runner = _runner(config.remote)
+    runner = _runner(config.remote, cores)
     unrecorded = [task for task in extracted
                   if database.query_tuning_record(task.dispatched[0], target, "main") is None]
     transferred = transfer.TransferResult(0, 0)
@@ -153,12 +153,19 @@ def _export_candidate(cc, module) -> str:
     return path
 
 
-def _runner(remote: RemoteSpec | None):
+def _runner(remote: RemoteSpec | None, cores: int):
+    """Where candidates are measured: a worker process on this machine running them on `cores` threads, or a
+    board's RPC server (whose thread pool is the board's own)."""
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
     if remote is None:
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, initializer=_ignore_interrupt)
+        # the worker starts here (and again after a timeout kills it, which `_threads` around the measuring
+        # covers) and sizes its TVM thread pool from its environment; left alone, TVM takes half the logical
+        # CPUs on x86 (one thread on a 2-vCPU machine): every schedule would be chosen for fewer threads than
+        # the library runs on
+        with _threads(cores):
+            return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, initializer=_ignore_interrupt)
     rpc = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port, tracker_key=remote.key,
                               session_timeout_sec=120)
     return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=evaluator, max_workers=1,
@@ -231,7 +238,7 @@ def _stop_on_interrupt(watcher: _Progress):
 
 @contextlib.contextmanager
 def _threads(cores: int):
-    """Candidates run in worker processes, whose TVM thread pools size themselves from this variable."""
+    """Worker processes started in this context size their TVM thread pools from this variable."""
     old = os.environ.get("TVM_NUM_THREADS")
     os.environ["TVM_NUM_THREADS"] = str(cores)
     try:

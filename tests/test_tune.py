@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from conftest import run_cli
-from qcompile import build, records, targets, transfer
+from qcompile import build, records, targets, transfer, tune
 from qcompile.calibdata import DataSource
 from qcompile.passes import pack_conv
 
@@ -226,6 +226,14 @@ def test_tune_measures_on_a_board_behind_an_rpc_tracker(conv_model, tracker_with
     assert run_cli("tune", model, "--calib", calib, "--trials", 4, "--batch", 4, "--tuning-log", tmp_path,
                    "--rpc-tracker", f"127.0.0.1:{tracker_with_board}", "--rpc-key", "test-board") == 0
     assert records.count(tmp_path) >= 4
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_tune_measures_candidates_on_the_cores_asked_for(cores):
+    # TVM's own default is half the logical CPUs on x86, so one of the two differs from it on any machine
+    runner = tune._runner(None, cores)
+    in_worker = runner.pool.submit(lambda: __import__("tvm").get_global_func("runtime.NumThreads")()).result()
+    assert in_worker == cores
 
 
 def test_tune_for_a_board_without_a_tracker_is_a_one_line_error(conv_model, capsys):
