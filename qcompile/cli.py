@@ -157,7 +157,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="tune only the kernels that have no stored record yet (for example the kernels a newer "
                            "qcompile compiles differently), leaving the others' records as they are")
     tune.add_argument("--cores", type=int,
-                      help="cores the tuned kernels may use (default: the target's num-cores, else this machine's)")
+                      help="threads the candidates are measured on, so schedules are chosen for the thread count "
+                           "the library will run on (default: the target's num-cores, else this machine's cores)")
     tune.add_argument("--tuning-log", type=Path, metavar="DIR",
                       help="records folder to write (and continue from) instead of the one under tuning_logs/")
     _add_input_shape(tune)
