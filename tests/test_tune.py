@@ -1,6 +1,7 @@
 """`qcompile tune` on one small int8 convolution: records stored, reused by build, tensorized with VNNI."""
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -230,7 +231,10 @@ def test_tune_measures_on_a_board_behind_an_rpc_tracker(conv_model, tracker_with
 
 @pytest.mark.parametrize("cores", [1, 2])
 def test_tune_measures_candidates_on_the_cores_asked_for(cores):
-    # TVM's own default is half the logical CPUs on x86, so one of the two differs from it on any machine
+    # TVM's own default is half the logical CPUs on x86, so on 2 CPUs or more one of the two differs from it;
+    # TVM never runs more threads than there are CPUs
+    if cores > os.cpu_count():
+        pytest.skip(f"this machine has fewer than {cores} CPUs")
     runner = tune._runner(None, cores)
     in_worker = runner.pool.submit(lambda: __import__("tvm").get_global_func("runtime.NumThreads")()).result()
     assert in_worker == cores
