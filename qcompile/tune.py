@@ -82,8 +82,7 @@ def tune(config: TuneConfig) -> TuneResult:
                   if database.query_tuning_record(task.dispatched[0], target, "main") is None]
     transferred = transfer.TransferResult(0, 0)
     if unrecorded and before:
-        with progress.step(f"trying stored schedules on the {len(unrecorded)} kernels with no record", quiet), \
-                _threads(cores):
+        with progress.step(f"trying stored schedules on the {len(unrecorded)} kernels with no record", quiet):
             transferred = transfer.transfer([task.dispatched[0] for task in unrecorded], database, target, builder,
                                             runner)
         progress.note(f"{transferred.kernels} of them got a record from a same-shaped kernel's schedule "
@@ -102,7 +101,7 @@ def tune(config: TuneConfig) -> TuneResult:
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(folder / "logs"), strategy=strategy, num_threads=cores)
     watcher = _Progress(config.trials, [c.task_name for c in contexts], weights, deadline, quiet)
-    with _stop_on_interrupt(watcher), _threads(cores):
+    with _stop_on_interrupt(watcher):
         try:
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(folder / "logs"),
@@ -160,12 +159,8 @@ def _runner(remote: RemoteSpec | None, cores: int):
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
     if remote is None:
-        # the worker starts here (and again after a timeout kills it, which `_threads` around the measuring
-        # covers) and sizes its TVM thread pool from its environment; left alone, TVM takes half the logical
-        # CPUs on x86 (one thread on a 2-vCPU machine): every schedule would be chosen for fewer threads than
-        # the library runs on
-        with _threads(cores):
-            return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, initializer=_ignore_interrupt)
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator,
+                                     initializer=functools.partial(_measuring_worker, cores))
     rpc = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port, tracker_key=remote.key,
                               session_timeout_sec=120)
     return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=evaluator, max_workers=1,
@@ -175,6 +170,14 @@ def _runner(remote: RemoteSpec | None, cores: int):
 def _ignore_interrupt() -> None:
     """Worker processes share the terminal's process group: Ctrl-C must stop the search, not kill them mid-batch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _measuring_worker(cores: int) -> None:
+    """Start of each local measuring process (and of its replacement after a timeout), before it runs anything.
+    TVM sizes its thread pool from TVM_NUM_THREADS on first use; left alone it takes half the logical CPUs on x86
+    (one thread on a 2-vCPU machine), and every schedule would be chosen for fewer threads than the library runs on."""
+    _ignore_interrupt()
+    os.environ["TVM_NUM_THREADS"] = str(cores)
 
 
 class _Progress:
@@ -234,17 +237,3 @@ def _stop_on_interrupt(watcher: _Progress):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _threads(cores: int):
-    """Worker processes started in this context size their TVM thread pools from this variable."""
-    old = os.environ.get("TVM_NUM_THREADS")
-    os.environ["TVM_NUM_THREADS"] = str(cores)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TVM_NUM_THREADS"]
-        else:
-            os.environ["TVM_NUM_THREADS"] = old
