@@ -64,20 +64,22 @@ def onnxruntime_scores(model_path, calib_samples, samples, input_name, method):
         def get_next(self):
             return next(self.items, None)
 
-    path = model_path
+    model = str(model_path)
     if method is not None:
-        folder = Path(tempfile.mkdtemp())
-        source = model_path
-        model = onnx.load(str(model_path))
-        if model.opset_import[0].version < 13:  # per-channel QDQ needs opset 13 (DequantizeLinear's axis)
-            source = folder / "opset13.onnx"
-            onnx.save(onnx.version_converter.convert_version(model, 13), str(source))
-        path = folder / "qdq.onnx"
-        with contextlib.redirect_stdout(sys.stderr):  # it prints its progress on stdout
-            quantize_static(str(source), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, method))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            source = model_path
+            fp32 = onnx.load(str(model_path))
+            if fp32.opset_import[0].version < 13:  # per-channel QDQ needs opset 13 (DequantizeLinear's axis)
+                source = folder / "opset13.onnx"
+                onnx.save(onnx.version_converter.convert_version(fp32, 13), str(source))
+            path = folder / "qdq.onnx"
+            with contextlib.redirect_stdout(sys.stderr):  # it prints its progress on stdout
+                quantize_static(str(source), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=getattr(CalibrationMethod, method))
+            model = path.read_bytes()
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return np.stack([session.run(None, {input_name: s[0]})[0].reshape(-1) for s in samples])
 
 

@@ -96,46 +96,47 @@ def main():
           "under {} s); 'tuned kernels' counts the kernels that got a schedule from `tuning_logs/`. Peak: one "
           "Cascade Lake core at {} GHz, FP32 {} flop/cycle, INT8 VNNI {} op/cycle, times the threads.\n".format(
               args.repeat, bench.IDLE_PAUSE_S, bench.UNTIMED_RUN_BELOW_S, PEAK_GHZ, FP32_PER_CYCLE, INT8_PER_CYCLE))
-    scratch = Path(tempfile.mkdtemp(prefix="qcompile-latency-"))
-    for key in args.models.split(","):
-        title, file, preprocess, calibration = MODELS[key]
-        if file is None:
-            from resnet50 import build as build_resnet
+    with tempfile.TemporaryDirectory(prefix="qcompile-latency-") as folder:
+        scratch = Path(folder)
+        for key in args.models.split(","):
+            title, file, preprocess, calibration = MODELS[key]
+            if file is None:
+                from resnet50 import build as build_resnet
 
-            path = scratch / "resnet50.onnx"
-            onnx.save(build_resnet(), str(path))
-        else:
-            path = args.shared / "models" / file
-        calib = DataSource(images, count=calibration, preprocess=PREPROCESS_PRESETS[preprocess])
-        config = BuildConfig(model=path, target=spec, output=scratch / "unused.so", calib=calib, quiet=True)
-        _, sidecar = lower_model(dataclasses.replace(config, precision="fp32"))
-        tuning = tuning_summary(path, sidecar.model_sha256, spec)
-        rows = bench.run(bench.BenchConfig(build=config, precisions=("fp32", "int8"), threads=(1, 2),
-                                           compare_onnxruntime=True,
-                                           compare_untuned=any(t is not None for t in tuning.values()),
-                                           repeat=args.repeat, warmup=3))
-        ops = model_ops(path)
-        print(f"### {title} ({ops / 1e9:.2f} G multiply-add ops ×2)\n")
-        table = ["| engine | precision | tuned kernels | threads | median ms | p90 ms | min ms | vs ORT INT8 | "
-                 "% of peak |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: (r["threads"], r["engine"] != "onnxruntime", r["precision"],
-                                             r["tuned kernels"] != "untuned")):
-            ort_int8 = next(o for o in rows if (o["engine"], o["precision"], o["threads"]) ==
-                            ("onnxruntime", "int8", r["threads"]))
-            per_cycle = INT8_PER_CYCLE if r["precision"] == "int8" else FP32_PER_CYCLE
-            peak = PEAK_GHZ * 1e9 * per_cycle * r["threads"]
-            fraction = ops / (r["median ms"] / 1e3) / peak
-            table.append(f"| {r['engine']} | {r['precision']} | {r['tuned kernels']} | {r['threads']} | "
-                         f"{r['median ms']:.2f} | {r['p90 ms']:.2f} | {r['min ms']:.2f} | "
-                         f"{ort_int8['median ms'] / r['median ms']:.2f}× | {100 * fraction:.1f} % |")
-        print("\n".join(table) + "\n")
-        for precision, found in tuning.items():
-            if found is not None:
-                folder, t = found
-                print(f"- {precision} records: {t['measured']} candidates measured in {t['seconds'] / 60:.1f} min "
-                      f"of tuning ({t['runs']} run(s)) on `{json.dumps(records.measured_on(folder))}`.")
-        print()
-        sys.stdout.flush()
+                path = scratch / "resnet50.onnx"
+                onnx.save(build_resnet(), str(path))
+            else:
+                path = args.shared / "models" / file
+            calib = DataSource(images, count=calibration, preprocess=PREPROCESS_PRESETS[preprocess])
+            config = BuildConfig(model=path, target=spec, output=scratch / "unused.so", calib=calib, quiet=True)
+            _, sidecar = lower_model(dataclasses.replace(config, precision="fp32"))
+            tuning = tuning_summary(path, sidecar.model_sha256, spec)
+            rows = bench.run(bench.BenchConfig(build=config, precisions=("fp32", "int8"), threads=(1, 2),
+                                               compare_onnxruntime=True,
+                                               compare_untuned=any(t is not None for t in tuning.values()),
+                                               repeat=args.repeat, warmup=3))
+            ops = model_ops(path)
+            print(f"### {title} ({ops / 1e9:.2f} G multiply-add ops ×2)\n")
+            table = ["| engine | precision | tuned kernels | threads | median ms | p90 ms | min ms | vs ORT INT8 | "
+                     "% of peak |", "|---|---|---|---|---|---|---|---|---|"]
+            for r in sorted(rows, key=lambda r: (r["threads"], r["engine"] != "onnxruntime", r["precision"],
+                                                 r["tuned kernels"] != "untuned")):
+                ort_int8 = next(o for o in rows if (o["engine"], o["precision"], o["threads"]) ==
+                                ("onnxruntime", "int8", r["threads"]))
+                per_cycle = INT8_PER_CYCLE if r["precision"] == "int8" else FP32_PER_CYCLE
+                peak = PEAK_GHZ * 1e9 * per_cycle * r["threads"]
+                fraction = ops / (r["median ms"] / 1e3) / peak
+                table.append(f"| {r['engine']} | {r['precision']} | {r['tuned kernels']} | {r['threads']} | "
+                             f"{r['median ms']:.2f} | {r['p90 ms']:.2f} | {r['min ms']:.2f} | "
+                             f"{ort_int8['median ms'] / r['median ms']:.2f}× | {100 * fraction:.1f} % |")
+            print("\n".join(table) + "\n")
+            for precision, found in tuning.items():
+                if found is not None:
+                    folder, t = found
+                    print(f"- {precision} records: {t['measured']} candidates measured in {t['seconds'] / 60:.1f} min "
+                          f"of tuning ({t['runs']} run(s)) on `{json.dumps(records.measured_on(folder))}`.")
+            print()
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

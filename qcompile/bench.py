@@ -137,9 +137,9 @@ def _tvm_variant(config: BenchConfig, build: BuildConfig, precision: str, x, ses
 def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
     import onnxruntime as ort
 
-    path = Path(config.build.model)
-    if precision == "int8":
-        path = _ort_quantized(config, inputs)
+    # the FP32 model by its path, where onnxruntime finds any external data files beside it
+    model = _ort_quantized(config, inputs) if precision == "int8" else str(config.build.model)
+    size = len(model) if precision == "int8" else Path(model).stat().st_size
     sessions = {}
     feed = {s.name: a for s, a in zip(inputs, x)}
 
@@ -148,7 +148,7 @@ def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-            sessions[threads] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            sessions[threads] = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         return sessions[threads]
 
     def timed(threads: int) -> float:
@@ -160,11 +160,12 @@ def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
     def outputs(sample):
         return session(1).run(None, {s.name: a for s, a in zip(inputs, sample)})[0]
 
-    return Variant("onnxruntime", precision, timed, path.stat().st_size / 1e6, outputs=outputs)
+    return Variant("onnxruntime", precision, timed, size / 1e6, outputs=outputs)
 
 
-def _ort_quantized(config: BenchConfig, inputs) -> Path:
-    """onnxruntime's own INT8 (quantize_static: QDQ, per-channel, u8 activations × s8 weights), same calibration."""
+def _ort_quantized(config: BenchConfig, inputs) -> bytes:
+    """onnxruntime's own INT8 (quantize_static: QDQ, per-channel, u8 activations × s8 weights), same calibration:
+    the model's bytes (the file quantize_static writes is removed)."""
     import contextlib
     import logging
     import sys
@@ -180,15 +181,16 @@ def _ort_quantized(config: BenchConfig, inputs) -> Path:
         def get_next(self):
             return next(self.items, None)
 
-    path = Path(tempfile.mkdtemp(prefix="qcompile-ort-")) / "int8.onnx"
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR  # it warns through the root logger to pre-process the model
     with progress.step("quantizing with onnxruntime for comparison", config.build.quiet), \
-            contextlib.redirect_stdout(sys.stderr):
+            contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="qcompile-ort-") as folder:
+        path = Path(folder) / "int8.onnx"
         quantize_static(str(config.build.model), str(path), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        model = path.read_bytes()
     root.setLevel(level)
-    return path
+    return model
 
 
 def _row(config: BenchConfig, model, v: Variant, threads: int) -> dict:

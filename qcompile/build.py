@@ -62,7 +62,7 @@ def compile_model(config: BuildConfig):
 def find_records(config: BuildConfig, sidecar: artifact.Sidecar):
     """The tuning database to build with: --tuning-log's, else the one stored for this model and target."""
     if config.tuning_log is not None:
-        return records.open_database(config.tuning_log, config.target, create=False)
+        return records.load(config.tuning_log, config.target)
     if config.tuning_records is None:
         return None
     folder = records.find(config.tuning_records, config.model, sidecar.model_sha256, sidecar.precision,
@@ -77,7 +77,7 @@ def find_records(config: BuildConfig, sidecar: artifact.Sidecar):
                       f"'qcompile tune' tunes for this one", config.quiet)
     else:
         progress.note(f"using tuning records in {folder}", config.quiet)
-    return records.open_database(folder, config.target, create=False)
+    return records.load(folder, config.target)
 
 
 def lower_model(config: BuildConfig):

@@ -139,8 +139,11 @@ def _parser() -> argparse.ArgumentParser:
                                       "model, int8 convolutions tensorized with the CPU's dot-product instruction "
                                       "(VNNI vpdpbusd, ARM sdot). Records go to tuning_logs/<model>/<precision>/"
                                       "<target>/, where 'qcompile build' finds them. Running it again continues "
-                                      "from the stored records. Ctrl-C stops after the batch being measured and "
-                                      "keeps everything measured.")
+                                      "from the stored records. On CPUs, the search's best schedules of each kernel "
+                                      "(and hand-written ones for int8 convs on VNNI) are then re-timed with the "
+                                      "weights flushed from the caches, as in the running network, and the fastest "
+                                      "is what 'qcompile build' uses. Ctrl-C stops after the batch being measured "
+                                      "(and that re-timing) and keeps everything measured.")
     tune.add_argument("model", type=Path, help="the ONNX model file")
     tune.add_argument("-t", "--target", default="x86",
                       help="preset, preset file or TVM target dict (default: x86, this machine's CPU); a board's "

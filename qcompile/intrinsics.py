@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 
 VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
+VNNI_LOCAL = "qcompile_dot_16x4_vnni_local"  # the same, summing into a local buffer (registers)
 ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
 DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
 # packed output-channel block: the int32 outputs one instruction produces (dp4a produces one; 4 keep a thread's
@@ -50,6 +51,11 @@ def for_target(target) -> str | None:
 @functools.cache
 def register_vnni() -> None:
     _stub_package()
+    _register_vnni(VNNI, "global")
+    _register_vnni(VNNI_LOCAL, "local")
+
+
+def _register_vnni(name: str, scope: str) -> None:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
@@ -57,7 +63,7 @@ def register_vnni() -> None:
     def desc(
         A: T.Buffer((4,), "uint8", offset_factor=1),
         B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
@@ -72,7 +78,7 @@ def register_vnni() -> None:
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
         B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
@@ -86,7 +92,7 @@ def register_vnni() -> None:
                 dtype="int32x16",
             )
 
-    TensorIntrin.register(VNNI, desc, impl, override=True)
+    TensorIntrin.register(name, desc, impl, override=True)
 
 
 @functools.cache

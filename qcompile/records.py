@@ -6,6 +6,8 @@ Layout under a root folder (the repository's `tuning_logs/` by default):
         database_workload.json, database_tuning_record.json   (MetaSchedule's JSONDatabase)
         target.json                                          (the whole target the records were measured on)
         tuning.json                                          (candidates measured and time spent, all runs)
+        picks/database_workload.json, picks/database_tuning_record.json
+                                                             (each kernel's finalists re-timed cold: `pick.py`)
 
 The target folder is `<kind>-<mcpu or arch>-<first 10 hex of sha256(canonical target JSON)>`: two targets that
 differ in any attribute (CPU, features, triple, core count) never share a folder. When building for a target that
@@ -25,6 +27,7 @@ from .targets import TargetSpec
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "tuning_logs"
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+PICKS = "picks"
 
 
 def folder(root: Path, model: Path, model_sha256: str, precision: str, spec: TargetSpec) -> Path:
@@ -70,7 +73,19 @@ def open_database(path: Path, spec: TargetSpec, create: bool):
     intrinsics.for_target(spec.tvm_target())
     if not create and not (path / RECORDS).is_file():
         raise QcompileError(f"no tuning records in {path} (expected {RECORDS} and {WORKLOADS})")
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return ms.database.JSONDatabase(str(path / WORKLOADS), str(path / RECORDS), allow_missing=create)
+
+
+def load(path: Path, spec: TargetSpec):
+    """The records to build with: each kernel's pick (`pick.py`) where it has one, else the search's best."""
+    from tvm.s_tir import meta_schedule as ms
+
+    search = open_database(path, spec, create=False)
+    if not (path / PICKS / RECORDS).is_file():
+        return search
+    return ms.database.OrderedUnionDatabase(open_database(path / PICKS, spec, create=False), search)
 
 
 def write_target(path: Path, spec: TargetSpec) -> None:
@@ -120,3 +135,31 @@ def apply(mod, database, target):
     for gvar, func in updates.items():
         mod[gvar] = func
     return mod, found, total
+
+
+def measure(mod, schedules, database, target, builder, runner) -> tuple[int, bool]:
+    """Build and measure `schedules` of the kernel `mod["main"]` and store each one that runs as a record of it.
+    Returns (candidates measured, whether any was stored)."""
+    import os
+    import shutil
+
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    if not schedules:
+        return 0, False
+    device = "cuda" if target.kind.name == "cuda" else "cpu"  # the runner's device name, not the target kind
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+    args = ArgInfo.from_prim_func(mod["main"])
+    runs = [(sch, b) for sch, b in zip(schedules, built) if b.error_msg is None]
+    results = runner.run([ms.runner.RunnerInput(b.artifact_path, device, args) for _, b in runs])
+    workload = database.commit_workload(mod)
+    stored = False
+    for (sch, b), future in zip(runs, results):
+        result = future.result()
+        shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+        if result.error_msg is None and result.run_secs:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, workload, [float(s) for s in result.run_secs], target, args))
+            stored = True
+    return len(runs), stored

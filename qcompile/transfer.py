@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
 
-CANDIDATES = 3  # a donor kernel's best schedules tried on each new kernel
+CANDIDATES = 3  # a donor kernel's best schedules that apply, measured on each new kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,15 +28,16 @@ def transfer(kernels, database, target, builder, runner) -> TransferResult:
     """Give each kernel of `kernels` (tuning tasks' modules, the kernel as `main`, none with a record in `database`)
     the measured replays of the best schedules stored for kernels with its signature."""
     from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from . import records
 
     donors = _donors(database)
-    device = "cuda" if target.kind.name == "cuda" else "cpu"  # the runner's device name, not the target kind
     recorded = measured = 0
     for mod in kernels:
         schedules = []
-        for record in donors.get(_signature(mod["main"]), [])[:CANDIDATES]:
+        for record in donors.get(_signature(mod["main"]), []):
+            if len(schedules) == CANDIDATES:
+                break
             sch = s_tir.Schedule(mod)
             try:
                 _inline_epilogue(sch)
@@ -46,23 +45,9 @@ def transfer(kernels, database, target, builder, runner) -> TransferResult:
             except Exception:  # noqa: BLE001 - TVM's error for a trace that names blocks or loops this kernel lacks
                 continue
             schedules.append(sch)
-        if not schedules:
-            continue
-        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
-        args = ArgInfo.from_prim_func(mod["main"])
-        runs = [(sch, b) for sch, b in zip(schedules, built) if b.error_msg is None]
-        results = runner.run([ms.runner.RunnerInput(b.artifact_path, device, args) for _, b in runs])
-        workload = database.commit_workload(mod)
-        committed = False
-        for (sch, b), future in zip(runs, results):
-            result = future.result()
-            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
-            measured += 1
-            if result.error_msg is None and result.run_secs:
-                database.commit_tuning_record(ms.database.TuningRecord(
-                    sch.trace, workload, [float(s) for s in result.run_secs], target, args))
-                committed = True
-        recorded += committed
+        count, stored = records.measure(mod, schedules, database, target, builder, runner)
+        measured += count
+        recorded += stored
     return TransferResult(recorded, measured)
 
 

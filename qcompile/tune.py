@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from . import build, compiler, progress, records, transfer
+from . import build, compiler, pick, progress, records, transfer
 from .deploy.remote import RemoteSpec
 from .errors import QcompileError
 
@@ -66,9 +66,9 @@ def tune(config: TuneConfig) -> TuneResult:
     target = _tuning_target(spec, cores)
     with progress.step("extracting tuning tasks", quiet):
         kernels = compiler.lower_kernels(mod, spec)
-        extracted = [task for task in ms.relax_integration.extract_tasks(kernels, target)
-                     if not task.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
-    if not extracted:
+        tasks = [task for task in ms.relax_integration.extract_tasks(kernels, target)
+                 if not task.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
+    if not tasks:
         raise QcompileError("the model has no kernels to tune")
     records.write_target(folder, spec)
     database = records.open_database(folder, spec, create=True)
@@ -78,7 +78,7 @@ def tune(config: TuneConfig) -> TuneResult:
     builder = ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(_export_candidate, spec.cc),
                                       max_workers=cores, timeout_sec=120, initializer=_ignore_interrupt)
     runner = _runner(config.remote, cores)
-    unrecorded = [task for task in extracted
+    unrecorded = [task for task in tasks
                   if database.query_tuning_record(task.dispatched[0], target, "main") is None]
     transferred = transfer.TransferResult(0, 0)
     if unrecorded and before:
@@ -87,12 +87,15 @@ def tune(config: TuneConfig) -> TuneResult:
                                             runner)
         progress.note(f"{transferred.kernels} of them got a record from a same-shaped kernel's schedule "
                       f"({transferred.measured} candidates measured)", quiet)
+    extracted = tasks  # the kernels to search
     if config.untuned_only:
         extracted = [task for task in unrecorded
                      if database.query_tuning_record(task.dispatched[0], target, "main") is None]
         if not extracted:
             progress.note(f"every kernel has a tuning record in {folder}", quiet)
-            return _finish(folder, 0, transferred.measured, time.monotonic() - start, False, quiet)
+            picked = _pick(tasks, set(), database, folder, spec, target, config, builder, cores)
+            return _finish(folder, 0, transferred.measured + picked.measured, time.monotonic() - start, False,
+                           quiet)
     progress.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
                   + (f" (continuing from {before} stored)" if before else ""), quiet)
     # a smaller population than MetaSchedule's default (512): on a few cores the search itself, not the
@@ -114,8 +117,27 @@ def tune(config: TuneConfig) -> TuneResult:
                 raise
         finally:
             watcher.close()
-    return _finish(folder, len(contexts), transferred.measured + watcher.measured, time.monotonic() - start,
-                   watcher.stopped, quiet)
+    searched = {id(task) for task, best in zip(extracted, watcher.best) if best != float("inf")}
+    picked = _pick(tasks, searched, database, folder, spec, target, config, builder, cores)
+    return _finish(folder, len(contexts), transferred.measured + watcher.measured + picked.measured,
+                   time.monotonic() - start, watcher.stopped, quiet)
+
+
+def _pick(tasks, searched, database, folder, spec, target, config, builder, cores) -> pick.PickResult:
+    """Re-time cold (`pick.py`) the kernels the search measured this run (`searched`: their ids) and those that
+    have no pick yet."""
+    if target.kind.name != "llvm":  # the cold timing flushes CPU caches
+        return pick.PickResult(0, 0)
+    picks = records.open_database(folder / records.PICKS, spec, create=True)
+    kernels = [task.dispatched[0] for task in tasks
+               if id(task) in searched or picks.query_tuning_record(task.dispatched[0], target, "main") is None]
+    if not kernels:
+        return pick.PickResult(0, 0)
+    with progress.step(f"re-timing the best schedules of {len(kernels)} kernels with their weights out of the caches",
+                       config.build.quiet):
+        result = pick.pick(kernels, database, picks, target, builder, _runner(config.remote, cores, cold=True))
+    progress.note(f"{result.kernels} kernels got a pick ({result.measured} candidates timed)", config.build.quiet)
+    return result
 
 
 def _finish(folder, tasks, measured, seconds, stopped, quiet) -> TuneResult:
@@ -152,12 +174,19 @@ def _export_candidate(cc, module) -> str:
     return path
 
 
-def _runner(remote: RemoteSpec | None, cores: int):
+def _runner(remote: RemoteSpec | None, cores: int, cold: bool = False):
     """Where candidates are measured: a worker process on this machine running them on `cores` threads, or a
-    board's RPC server (whose thread pool is the board's own)."""
+    board's RPC server (whose thread pool is the board's own).
+
+    The search times a candidate warm, a few runs in a row (fast, and stable enough to rank); `cold` times ten
+    single runs, each after every argument but the first (the input, which the layer before has just written) has
+    been flushed from the CPU caches, as a layer's weights are in the running network (`pick.py`)."""
     from tvm.s_tir import meta_schedule as ms
 
-    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
+    if cold:
+        evaluator = ms.runner.EvaluatorConfig(number=1, repeat=10, min_repeat_ms=0, enable_cpu_cache_flush=True)
+    else:
+        evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40, enable_cpu_cache_flush=False)
     if remote is None:
         return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator,
                                      initializer=functools.partial(_measuring_worker, cores))
@@ -229,7 +258,8 @@ def _stop_on_interrupt(watcher: _Progress):
 
     def first(signum, frame):
         watcher.stop_requested = True
-        progress.note("stopping after the batch being measured (Ctrl-C again to abort now)")
+        progress.note("stopping after the batch being measured and the re-timing of the best schedules "
+                      "(Ctrl-C again to abort now)")
         signal.signal(signal.SIGINT, previous)
 
     previous = signal.signal(signal.SIGINT, first)

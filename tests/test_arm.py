@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,9 +97,11 @@ def test_loading_an_arm_library_on_x86_says_why_it_cannot_run(mobilenet_builds):
 
 
 def test_rpc_round_trip_to_an_aarch64_server_under_qemu(mobilenet_builds, tmp_path):
-    """The kit's RPC server runs as aarch64 code under qemu on loopback; the host uploads, runs, gets outputs."""
+    """The kit's RPC server runs as aarch64 code under qemu on loopback; the host uploads, runs, gets outputs; the
+    server removes what was uploaded when it exits."""
     kit = mobilenet_builds["rpi4_int8"]
     port = free_port()
+    work_folders = set(Path("/tmp").glob("qcompile-rpc-*"))
     server = subprocess.Popen([*QEMU, "-cpu", "cortex-a72", str(kit / "qcompile-rpc-server"), "--host", "127.0.0.1",
                                "--port", str(port), "--once"], stdout=subprocess.PIPE, text=True)
     try:
@@ -110,8 +113,9 @@ def test_rpc_round_trip_to_an_aarch64_server_under_qemu(mobilenet_builds, tmp_pa
         remote = np.load(tmp_path / "y.npz")["probs"]
         np.testing.assert_array_equal(remote, qcompile.load(mobilenet_builds["x86_int8"])(x)[0])
     finally:
-        server.kill()
+        server.terminate()
         server.wait(timeout=30)
+    assert set(Path("/tmp").glob("qcompile-rpc-*")) == work_folders
 
 
 def test_unreachable_rpc_server_is_one_line(mobilenet_builds, capsys):
@@ -123,7 +127,6 @@ def test_unreachable_rpc_server_is_one_line(mobilenet_builds, capsys):
 def test_bench_times_both_precisions_on_the_board_over_rpc(mobilenet_builds, tmp_path):
     """The benchmark's table, measured through RPC on the aarch64 server (emulated: the numbers mean nothing)."""
     import json
-    from pathlib import Path
 
     examples = Path(__file__).resolve().parents[1] / "examples"
     kit = mobilenet_builds["rpi4_int8"]
@@ -136,7 +139,7 @@ def test_bench_times_both_precisions_on_the_board_over_rpc(mobilenet_builds, tmp
                        "--calib", examples / "samples.npz", "--repeat", 3, "--warmup", 1, "-q",
                        "--output", tmp_path / "board.json") == 0
     finally:
-        server.kill()
+        server.terminate()
         server.wait(timeout=30)
     rows = json.loads((tmp_path / "board.json").read_text())
     assert [(r["target"], r["precision"]) for r in rows] == [("rpi4", "fp32"), ("rpi4", "int8")]

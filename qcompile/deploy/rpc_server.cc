@@ -4,6 +4,7 @@
 //   qcompile-rpc-server [--host 0.0.0.0] [--port 9090] [--key KEY] [--once]
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,9 +12,11 @@
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/string.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
@@ -22,6 +25,17 @@ namespace ffi = tvm::ffi;
 namespace {
 
 const int32_t kRPCMagic = 0xFF271;  // tvm/rpc/base.py: RPC_MAGIC; +0 success, +2 key mismatch
+
+volatile std::sig_atomic_t stop_requested = 0;
+
+void RequestStop(int) { stop_requested = 1; }
+
+// Removes what a session uploaded: a board's storage is small, and the libraries are not needed after it.
+void ClearFolder(const std::string& folder) {
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, ignored))
+    std::filesystem::remove_all(entry.path(), ignored);
+}
 
 bool RecvAll(int fd, void* data, size_t size) {
   char* p = static_cast<char*>(data);
@@ -97,7 +111,13 @@ int main(int argc, char** argv) {
   }
   std::cout << "qcompile-rpc-server: listening on " << host << ":" << port << std::endl;
   ffi::Function serve = ffi::Function::GetGlobal("rpc.ServerLoop").value();
-  while (true) {
+  // Ctrl-C or SIGTERM: finish the session being served, then remove the work folder and exit. No SA_RESTART, so
+  // that a waiting accept() returns.
+  struct sigaction on_stop{};
+  on_stop.sa_handler = RequestStop;
+  sigaction(SIGINT, &on_stop, nullptr);
+  sigaction(SIGTERM, &on_stop, nullptr);
+  while (!stop_requested) {
     int connection = accept(listener, nullptr, nullptr);
     if (connection < 0) continue;
     if (Handshake(connection, key)) {
@@ -108,8 +128,11 @@ int main(int argc, char** argv) {
       }
     }
     close(connection);
+    ClearFolder(work);
     if (once) break;
   }
   close(listener);
+  std::error_code ignored;
+  std::filesystem::remove_all(work, ignored);
   return 0;
 }
