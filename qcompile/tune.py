@@ -93,7 +93,7 @@ def tune(config: TuneConfig) -> TuneResult:
                      if database.query_tuning_record(task.dispatched[0], target, "main") is None]
         if not extracted:
             progress.note(f"every kernel has a tuning record in {folder}", quiet)
-            picked = _pick(tasks, set(), database, folder, spec, target, config, builder, cores)
+            picked = _pick(tasks, set(), database, folder, target, config, builder, cores)
             return _finish(folder, 0, transferred.measured + picked.measured, time.monotonic() - start, False,
                            quiet)
     progress.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
@@ -103,32 +103,33 @@ def tune(config: TuneConfig) -> TuneResult:
     strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(folder / "logs"), strategy=strategy, num_threads=cores)
-    watcher = _Progress(config.trials, [c.task_name for c in contexts], weights, deadline, quiet)
-    with _stop_on_interrupt(watcher):
-        try:
-            ms.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=str(folder / "logs"),
-                max_trials_global=config.trials, num_trials_per_iter=min(config.batch, config.trials),
-                builder=builder, runner=runner, database=database, cost_model="xgb",
-                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watcher.callback()],
-            )
-        except Exception:  # a stop request (_Stop) comes back through TVM's FFI as one of its own errors
-            if not watcher.stopped:
-                raise
-        finally:
-            watcher.close()
+    with progress.native_stderr_to(folder / "logs" / "native.log"):
+        watcher = _Progress(config.trials, [c.task_name for c in contexts], weights, deadline, quiet)
+        with _stop_on_interrupt(watcher):
+            try:
+                ms.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=str(folder / "logs"),
+                    max_trials_global=config.trials, num_trials_per_iter=min(config.batch, config.trials),
+                    builder=builder, runner=runner, database=database, cost_model="xgb",
+                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watcher.callback()],
+                )
+            except Exception:  # a stop request (_Stop) comes back through TVM's FFI as one of its own errors
+                if not watcher.stopped:
+                    raise
+            finally:
+                watcher.close()
     searched = {id(task) for task, best in zip(extracted, watcher.best) if best != float("inf")}
-    picked = _pick(tasks, searched, database, folder, spec, target, config, builder, cores)
+    picked = _pick(tasks, searched, database, folder, target, config, builder, cores)
     return _finish(folder, len(contexts), transferred.measured + watcher.measured + picked.measured,
                    time.monotonic() - start, watcher.stopped, quiet)
 
 
-def _pick(tasks, searched, database, folder, spec, target, config, builder, cores) -> pick.PickResult:
+def _pick(tasks, searched, database, folder, target, config, builder, cores) -> pick.PickResult:
     """Re-time cold (`pick.py`) the kernels the search measured this run (`searched`: their ids) and those that
     have no pick yet."""
     if target.kind.name != "llvm":  # the cold timing flushes CPU caches
         return pick.PickResult(0, 0)
-    picks = records.open_database(folder / records.PICKS, spec, create=True)
+    picks = records.open_database(folder / records.PICKS, config.build.target, create=True)
     kernels = [task.dispatched[0] for task in tasks
                if id(task) in searched or picks.query_tuning_record(task.dispatched[0], target, "main") is None]
     if not kernels:
