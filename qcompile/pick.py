@@ -4,7 +4,7 @@ The search times each candidate several times in a row, so a layer's weights are
 run. In the running network they never are: every layer's weights come back from L3 or memory, and schedules that
 read them out of storage order lose up to 2× there (one of ResNet-50's convs: 0.26 ms timed warm, 0.65 ms cold)
 while others barely move. Timing the few best of the search once more, cold, together with the hand-written
-packed-conv schedules (`conv_templates`), and building with the fastest of those, makes ResNet-50 about 5 % faster
+packed-conv schedules (`conv_templates`), and building with the fastest of those, made ResNet-50 about 3 % faster
 than building with the search's own best (benchmarks/RESULTS.md). The cold timings live in their own database
 (`records.PICKS`), as they cannot be compared with the search's warm ones.
 """
