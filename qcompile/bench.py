@@ -137,9 +137,12 @@ def _tvm_variant(config: BenchConfig, build: BuildConfig, precision: str, x, ses
 def _ort_variant(config: BenchConfig, precision: str, inputs, x) -> Variant:
     import onnxruntime as ort
 
-    # the FP32 model by its path, where onnxruntime finds any external data files beside it
-    model = _ort_quantized(config, inputs) if precision == "int8" else str(config.build.model)
-    size = len(model) if precision == "int8" else Path(model).stat().st_size
+    if precision == "int8":
+        model = _ort_quantized(config, inputs)
+        size = len(model)
+    else:  # by its path, where onnxruntime finds any external data files beside it
+        model = str(config.build.model)
+        size = Path(model).stat().st_size
     sessions = {}
     feed = {s.name: a for s, a in zip(inputs, x)}
 
