@@ -18,11 +18,15 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
-from qcompile import artifact, datasets, evaluate, targets
-from qcompile.build import BuildConfig, compile_model
-from qcompile.calibdata import DataSource
-from qcompile.calibrate import METHODS, CalibrationConfig
-from qcompile.quantize import QuantConfig
+from qcompile.runtime import artifact
+from qcompile.data import datasets
+from qcompile.measure import evaluate
+from qcompile import targets
+from qcompile.driver import CompileRequest, compile_model
+from qcompile.progress import Reporter
+from qcompile.data.calibdata import DataSource
+from qcompile.quantize.calibrate import METHODS, CalibrationConfig
+from qcompile.quantize.quantizer import QuantConfig
 
 CALIBRATION = 100
 MODELS = {  # name → (file, preprocessing preset or "mnist")
@@ -44,12 +48,11 @@ def data_for(shared: Path, kind: str):
 
 
 def qcompile_scores(model_path, calib, samples, precision, method):
-    config = BuildConfig(model=model_path, target=targets.resolve("x86"), output=Path("unused.so"),
-                         precision=precision, calib=calib, quiet=True,
-                         quant=QuantConfig(calibration=CalibrationConfig(method=method or "minmax")))
-    executable, sidecar = compile_model(config)
-    model = artifact.CompiledModel(executable, sidecar)
-    return evaluate.scores(model, samples, f"{model_path.name} {precision} {method or ''}", quiet=False)
+    config = CompileRequest(model=model_path, target=targets.resolve("x86"), precision=precision, calib=calib,
+                            quant=QuantConfig(calibration=CalibrationConfig(method=method or "minmax")))
+    compiled = compile_model(config)
+    model = artifact.CompiledModel(compiled.executable, compiled.sidecar)
+    return evaluate.scores(model, samples, f"{model_path.name} {precision} {method or ''}", Reporter())
 
 
 def onnxruntime_scores(model_path, calib_samples, samples, input_name, method):
@@ -104,7 +107,8 @@ def main():
     for name, (file, kind) in ((n, MODELS[n]) for n in chosen):
         model_path = args.shared / "models" / file
         calib, held_out, labels = data_for(args.shared, kind)
-        from qcompile import calibdata, importer
+        from qcompile.data import calibdata
+        from qcompile.frontend import importer
 
         onnx_model = importer.load(model_path)
         inputs = importer.static_inputs(onnx_model, {})

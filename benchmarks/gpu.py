@@ -32,8 +32,9 @@ CALIBRATION, IMAGES = 100, 32
 def prepare(kit: Path, arch: str, shared: Path) -> None:
     import onnxruntime as ort
 
-    from qcompile import cli, datasets
-    from qcompile.calibdata import held_out
+    from qcompile import cli
+    from qcompile.data import datasets
+    from qcompile.data.calibdata import held_out
 
     folder = shared / "data/imagenet-sample"
     files = datasets.image_files(folder)
@@ -69,10 +70,10 @@ def _load(library: Path):
 def run(kit: Path) -> None:
     import tvm
 
-    from qcompile import datasets
+    from qcompile.data import datasets
 
     loaded, load_seconds = {}, {}
-    for key in MODELS:  # loading compiles the kernels (see qcompile.artifact._prepare_cuda): timed apart
+    for key in MODELS:  # loading compiles the kernels (see qcompile.runtime.artifact._cuda_compiler): timed apart
         for precision in ("fp32", "int8"):
             start = time.perf_counter()
             loaded[key, precision] = _load(kit / f"{key}_{precision}_cuda.so")

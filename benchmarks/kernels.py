@@ -1,6 +1,6 @@
 """Where a model's time goes: each kernel of its tuned build timed alone, on random inputs, with its call count.
 
-Builds the model as `qcompile build` does (same passes, records from tuning_logs/), then times every kernel of
+Builds the model as `qcompile build` does (same passes, the tuning records it finds), then times every kernel of
 the lowered module with TVM's time evaluator and prints a Markdown table, slowest total first: per-call and
 total time, how it got its schedule (tuned record, fixed rule, or none) and, for the packed (dense) convs, the
 int8 multiply-adds per second. Kernels timed alone find their weights in cache: their sum is a lower bound of the
@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompile import build, compiler, records, targets
-from qcompile.build import BuildConfig
-from qcompile.calibdata import DataSource
-from qcompile.datasets import PREPROCESS_PRESETS
+from qcompile import driver, targets
+from qcompile.lower import compiler
+from qcompile.tune import records
+from qcompile.driver import CompileRequest
+from qcompile.data.calibdata import DataSource
+from qcompile.data.datasets import PREPROCESS_PRESETS
 from qcompile.errors import QcompileError
-from qcompile.passes.pack_conv import CONV_BLOCK
+from qcompile.lower.kernels import CONV_BLOCK
 
 
 @dataclasses.dataclass
@@ -41,7 +43,7 @@ def main():
     parser.add_argument("--calib", type=Path, help="calibration data (int8)")
     parser.add_argument("--calib-count", type=int, default=16)
     parser.add_argument("--preprocess", choices=sorted(PREPROCESS_PRESETS), default="torch")
-    parser.add_argument("--precision", choices=build.PRECISIONS, default="int8")
+    parser.add_argument("--precision", choices=driver.PRECISIONS, default="int8")
     parser.add_argument("--target", default="x86", help="a CPU preset this machine runs (default: x86)")
     parser.add_argument("--top", type=int, default=25, help="rows to print (the total covers every kernel)")
     args = parser.parse_args()
@@ -71,15 +73,15 @@ def profile(args) -> list[Kernel]:
     calib = None
     if args.precision == "int8":
         calib = DataSource(path=args.calib, count=args.calib_count, preprocess=PREPROCESS_PRESETS[args.preprocess])
-    config = BuildConfig(model=args.model, target=spec, output=Path("unused.so"), precision=args.precision,
-                         calib=calib, quiet=True)
-    mod, sidecar = build.lower_model(config)
+    config = CompileRequest(model=args.model, target=spec, precision=args.precision, calib=calib)
+    lowered_model = driver.lower_model(config)
+    mod, sidecar = lowered_model.mod, lowered_model.sidecar
     lowered = compiler.lower_kernels(mod, spec)
     fixed = {gv.name_hint for gv, f in lowered.functions_items()
              if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)}
     macs = {gv.name_hint: _conv_macs(f) for gv, f in lowered.functions_items()
             if isinstance(f, tirx.PrimFunc) and gv.name_hint not in fixed}
-    database = build.find_records(config, sidecar)
+    database = driver.find_records(config, sidecar)
     if database is not None:
         lowered, _, _ = records.apply(lowered, database, spec.tvm_target())
     calls = _call_counts(lowered)

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qcompile import bench, records, targets
-from qcompile.build import BuildConfig, lower_model
-from qcompile.calibdata import DataSource
-from qcompile.datasets import PREPROCESS_PRESETS
+from qcompile.measure import bench
+from qcompile.tune import records
+from qcompile import targets
+from qcompile.driver import CompileRequest, lower_model
+from qcompile.data.calibdata import DataSource
+from qcompile.data.datasets import PREPROCESS_PRESETS
 
 HERE = Path(__file__).resolve().parent
 # key → (title, file under shared/models or None for the generated ResNet-50, preprocessing, calibration images).
@@ -74,7 +76,7 @@ def tuning_summary(model: Path, sha: str, spec) -> dict:
     """precision → (the records folder `qcompile build` uses, its tuning totals), or None where it finds none."""
     out = {}
     for precision in ("fp32", "int8"):
-        folder = records.find(records.DEFAULT_ROOT, model, sha, precision, spec)
+        folder = records.find(records.RecordSource.default().roots, model, sha, precision, spec)
         history = None if folder is None else folder / "tuning.json"
         out[precision] = (folder, json.loads(history.read_text())) if history and history.is_file() else None
     return out
@@ -93,7 +95,7 @@ def main():
     print(machine() + "\n")
     print("Batch 1, medians over {} interleaved runs after 3 warm-up runs (on 2 threads each timed run follows a "
           "{} s pause, in which the other variant's spinning workers go idle, then by an untimed run if runs take "
-          "under {} s); 'tuned kernels' counts the kernels that got a schedule from `tuning_logs/`. Peak: one "
+          "under {} s); 'tuned kernels' counts the kernels that got a schedule from tuning records. Peak: one "
           "Cascade Lake core at {} GHz, FP32 {} flop/cycle, INT8 VNNI {} op/cycle, times the threads.\n".format(
               args.repeat, bench.IDLE_PAUSE_S, bench.UNTIMED_RUN_BELOW_S, PEAK_GHZ, FP32_PER_CYCLE, INT8_PER_CYCLE))
     with tempfile.TemporaryDirectory(prefix="qcompile-latency-") as folder:
@@ -108,10 +110,10 @@ def main():
             else:
                 path = args.shared / "models" / file
             calib = DataSource(images, count=calibration, preprocess=PREPROCESS_PRESETS[preprocess])
-            config = BuildConfig(model=path, target=spec, output=scratch / "unused.so", calib=calib, quiet=True)
-            _, sidecar = lower_model(dataclasses.replace(config, precision="fp32"))
+            config = CompileRequest(model=path, target=spec, calib=calib)
+            sidecar = lower_model(dataclasses.replace(config, precision="fp32")).sidecar
             tuning = tuning_summary(path, sidecar.model_sha256, spec)
-            rows = bench.run(bench.BenchConfig(build=config, precisions=("fp32", "int8"), threads=(1, 2),
+            rows = bench.run(bench.BenchConfig(compile=config, precisions=("fp32", "int8"), threads=(1, 2),
                                                compare_onnxruntime=True,
                                                compare_untuned=any(t is not None for t in tuning.values()),
                                                repeat=args.repeat, warmup=3))

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 from .errors import QcompileError
+
+
+# the request fields error messages name (`QcompileError`), as the options that set them
+OPTION_FLAGS = {
+    "target": "--target", "input_shapes": "--input-shape", "calib": "--calib", "precision": "--precision",
+    "precisions": "--precision", "output": "--output", "inputs": "--input", "trials": "--trials",
+    "minutes": "--minutes", "batch": "--batch", "cores": "--cores", "rpc": "--rpc", "rpc_tracker": "--rpc-tracker",
+    "rpc_key": "--rpc-key", "repeat": "--repeat", "warmup": "--warmup", "threads": "--threads",
+    "compare_onnxruntime": "--compare onnxruntime", "report": "--report", "no_verify": "--no-verify",
+    "verify_count": "--verify-count",
+}
+
+
+class _Interrupts:
+    """Ctrl-C: raises KeyboardInterrupt as Python's own handler does, and remembers it, for when TVM's C++ code
+    turns it into an ordinary error or one of its passes catches it (`Reporter.interrupted`)."""
+
+    seen = False
+
+    @classmethod
+    def handle(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,17 +42,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _Interrupts.seen = False
+    previous = signal.signal(signal.SIGINT, _Interrupts.handle)
+    try:
+        return _run_command(args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_command(args) -> int:
     try:
         return args.handler(args) or 0
     except QcompileError as err:
-        print(f"qcompile: error: {err}", file=sys.stderr)
+        print(f"qcompile: error: {err.render(OPTION_FLAGS)}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
         return 2
     except KeyboardInterrupt:
         print("qcompile: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as err:  # a bug of ours or TVM's: still one line unless --debug
+        if _Interrupts.seen:  # TVM's C++ code turned the Ctrl-C into an error of its own
+            print("qcompile: interrupted", file=sys.stderr)
+            return 130
         if args.debug:
             traceback.print_exc()
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -47,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile ONNX models with Apache TVM into deployable shared libraries for x86, 64-bit ARM and CUDA.",
     )
     common = _Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
+    common.add_argument("--debug", action="store_true",
+                        help="on errors, show the full Python traceback; also report each compiler pass's time")
+    common.add_argument("--dump-ir", type=Path, metavar="DIR",
+                        help="write the IR after every compiler pass into DIR, one folder per pipeline (debugging)")
     common.add_argument("-q", "--quiet", action="store_true", help="do not report progress on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(command=None, debug=False)
@@ -71,6 +115,17 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--bundle", type=Path, metavar="DIR",
                        help="also write a deploy kit to DIR: the library, the TVM runtime for the target's CPU "
                             "(x86_64 or aarch64), a C++ runner (source and binary) and a README for the board")
+    verify = build.add_argument_group("verification (before anything is written)")
+    verify.add_argument("--no-verify", action="store_true",
+                        help="write the library without first running it beside onnxruntime's FP32 (by default an "
+                             "FP32 build must agree within 1e-4 of each output's range, an INT8 build keep each "
+                             "output's cosine above 0.9, or nothing is written; cross and CUDA builds are verified "
+                             "only where they run)")
+    verify.add_argument("--verify-data", type=Path, metavar="DIR|FILE",
+                        help="inputs to verify on, as for --calib (default: calibration samples the calibration "
+                             "did not use, else random inputs)")
+    verify.add_argument("--verify-count", type=int, default=4, metavar="N",
+                        help="inputs to verify on (default 4)")
     build.set_defaults(handler=_build)
 
     run = sub.add_parser("run", parents=[common], help="run a built library on inputs from .npy/.npz files",
@@ -137,8 +192,10 @@ def _parser() -> argparse.ArgumentParser:
                           description="Quantize the model as 'qcompile build' would (or keep it FP32), extract its "
                                       "kernels and search schedules for them with MetaSchedule and its XGBoost cost "
                                       "model, int8 convolutions tensorized with the CPU's dot-product instruction "
-                                      "(VNNI vpdpbusd, ARM sdot). Records go to tuning_logs/<model>/<precision>/"
-                                      "<target>/, where 'qcompile build' finds them. Running it again continues "
+                                      "(VNNI vpdpbusd, ARM sdot). Records go to <records>/<model>/<precision>/"
+                                      "<target>/ (records: --records, default the user's records folder, see "
+                                      "'qcompile targets'), where 'qcompile build' finds them. Running it again "
+                                      "continues "
                                       "from the stored records. On CPUs, the search's best schedules of each kernel "
                                       "(and hand-written ones for int8 convs on VNNI) are then re-timed with the "
                                       "weights flushed from the caches, as in the running network, and the fastest "
@@ -163,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="threads the candidates are measured on, so schedules are chosen for the thread count "
                            "the library will run on (default: the target's num-cores, else this machine's cores)")
     tune.add_argument("--tuning-log", type=Path, metavar="DIR",
-                      help="records folder to write (and continue from) instead of the one under tuning_logs/")
+                      help="the records folder to write (and continue from) instead of the model's folder under "
+                           "--records")
+    tune.add_argument("--records", type=Path, metavar="DIR",
+                      help="the root of the records folders to write into (default: the user's records folder, "
+                           "$QCOMPILE_RECORDS or ~/.cache/qcompile/tuning_logs)")
     _add_input_shape(tune)
     _add_quantization_options(tune)
     rpc = tune.add_argument_group("measuring on a board (TVM RPC)")
@@ -175,8 +236,11 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", parents=[common], help="list a model's operators, inputs and outputs",
                              description="Show an ONNX model's input/output signature and its operators with counts, "
-                                         "and whether qcompile's pipeline supports each.")
-    inspect.add_argument("model", type=Path, help="the ONNX model file")
+                                         "and whether qcompile's pipeline supports each; or, for a library built "
+                                         "by 'qcompile build', what its sidecar records: signature, target, "
+                                         "precision, tuned kernels and the verification figures.")
+    inspect.add_argument("model", type=Path, help="the ONNX model file, or a .so written by 'qcompile build'")
+    _add_input_shape(inspect)
     inspect.set_defaults(handler=_inspect)
 
     targets = sub.add_parser("targets", parents=[common], help="list the target presets",
@@ -198,18 +262,34 @@ def _add_tuning_log_options(parser: argparse.ArgumentParser) -> None:
     tuning = parser.add_argument_group("tuning records")
     tuning.add_argument("--tuning-log", type=Path, metavar="DIR",
                         help="apply the records in this folder (written by 'qcompile tune') instead of looking "
-                             "under tuning_logs/ for this model and target")
+                             "for this model and target's folder")
+    tuning.add_argument("--records", type=Path, metavar="DIR",
+                        help="look for this model and target's records under DIR first, then in the user's records "
+                             "folder ($QCOMPILE_RECORDS or ~/.cache/qcompile/tuning_logs), then in those shipped "
+                             "with qcompile (default: those two)")
     tuning.add_argument("--untuned", action="store_true",
                         help="ignore tuning records: compile with TVM's default (unscheduled) kernels")
 
 
-def tuning_log_options(args) -> dict:
-    """BuildConfig fields for --tuning-log / --untuned."""
-    if args.untuned and args.tuning_log is not None:
-        raise QcompileError("give either --tuning-log or --untuned, not both")
+def record_source(args):
+    """The RecordSource that --tuning-log / --records / --untuned ask for."""
+    from .tune.records import RecordSource
+
+    if sum((args.untuned, args.tuning_log is not None, args.records is not None)) > 1:
+        raise QcompileError("give one of --tuning-log, --records and --untuned")
     if args.tuning_log is not None and not args.tuning_log.is_dir():
         raise QcompileError(f"tuning log folder not found: {args.tuning_log}")
-    return {"tuning_log": args.tuning_log, "tuning_records": None} if args.tuning_log or args.untuned else {}
+    if args.untuned:
+        return RecordSource()
+    if args.tuning_log is not None:
+        return RecordSource(folder=args.tuning_log)
+    return RecordSource.default(args.records)
+
+
+def reporter(args):
+    from .progress import Reporter
+
+    return Reporter(quiet=args.quiet, debug=args.debug, dump_ir=args.dump_ir, interrupted=lambda: _Interrupts.seen)
 
 
 def _add_input_shape(parser: argparse.ArgumentParser) -> None:
@@ -219,9 +299,9 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    from .build import PRECISIONS
-    from .calibrate import METHODS
-    from .datasets import PREPROCESS_PRESETS
+    from .driver import PRECISIONS
+    from .data.datasets import PREPROCESS_PRESETS
+    from .quantize.calibrate import METHODS
 
     q = parser.add_argument_group("quantization (INT8)")
     if precision:
@@ -273,8 +353,8 @@ def _triple(text: str) -> tuple[float, float, float]:
 
 
 def quant_config(args, spec):
-    from .calibrate import CalibrationConfig
-    from .quantize import QuantConfig
+    from .quantize.calibrate import CalibrationConfig
+    from .quantize.quantizer import QuantConfig
 
     return QuantConfig(
         calibration=CalibrationConfig(method=args.calibration, percentile=args.percentile),
@@ -288,8 +368,8 @@ def quant_config(args, spec):
 def data_source(args):
     import dataclasses
 
-    from .calibdata import DataSource
-    from .datasets import PREPROCESS_PRESETS
+    from .data.calibdata import DataSource
+    from .data.datasets import PREPROCESS_PRESETS
 
     overrides = {"resize_short": args.resize, "crop": args.crop, "channels": args.channels, "scale": args.scale,
                  "mean": args.mean, "std": args.std, "layout": args.layout}
@@ -312,37 +392,52 @@ def parse_input_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def compile_request(args, spec, precision: str, calibrate: bool = True, **fields):
+    """The CompileRequest the shared options of build, eval, bench and tune describe (`fields`: others, such as
+    the records to apply)."""
+    from .driver import CompileRequest
+
+    return CompileRequest(model=args.model, target=spec, input_shapes=parse_input_shapes(args.input_shape),
+                          precision=precision, quant=quant_config(args, spec),
+                          calib=data_source(args) if calibrate and precision == "int8" else None, **fields)
+
+
 def _build(args) -> int:
     from . import targets
-    from .build import BuildConfig, build
+    from .driver import EmitRequest, build
+
+    import dataclasses
+
+    from .runtime.verify import VerifyConfig
 
     spec = targets.resolve(args.target)
     output = args.output or Path(f"{args.model.stem}_{spec.name.replace(':', '_')}_{args.precision}.so")
-    int8 = args.precision == "int8"
-    if args.report is not None and args.report.with_suffix(".json").resolve() == output.with_suffix(".json").resolve():
-        raise QcompileError(f"--report {args.report} would overwrite the sidecar {output.with_suffix('.json')}; "
-                            "name the report differently")
-    config = BuildConfig(
-        model=args.model, target=spec, output=output,
-        input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,
-        quant=quant_config(args, spec), calib=data_source(args) if int8 else None,
-        report=args.report if int8 else None, bundle=args.bundle, quiet=args.quiet, **tuning_log_options(args),
-    )
-    sidecar = build(config)
+    verify_data = None
+    if args.verify_data is not None:
+        verify_data = dataclasses.replace(data_source(args), path=args.verify_data, count=args.verify_count,
+                                          random=False)
+    emit = EmitRequest(output=output, report=args.report if args.precision == "int8" else None, bundle=args.bundle,
+                       verify=VerifyConfig(enabled=not args.no_verify, samples=args.verify_count),
+                       verify_data=verify_data)
+    sidecar = build(compile_request(args, spec, args.precision, records=record_source(args)), emit, reporter(args))
     print(f"wrote {output} and {output.with_suffix('.json').name} ({sidecar.precision}, target {spec.name})")
     return 0
 
 
 def _run(args) -> int:
-    from .artifact import load
-    from .deploy import remote
-    from .runio import read_inputs, save_outputs, summarize
+    from .data.runio import read_inputs, save_outputs, summarize
+    from .runtime.artifact import load
+    from .runtime.deploy import remote
 
     board = remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key)
     model = load(args.library) if board is None else remote.load(args.library, board)
     outputs = model(**read_inputs(args.input, model.inputs))
     named = {sig.name: value for sig, value in zip(model.outputs, outputs)}
     print(summarize(named))
+    if model.sidecar.verification is not None:
+        from .runtime.verify import summary
+
+        print(f"build {summary(model.sidecar.verification)}")
     if args.output:
         save_outputs(named, args.output)
         print(f"saved {len(named)} output(s) to {args.output}")
@@ -354,28 +449,29 @@ def _eval(args) -> int:
 
     from tabulate import tabulate
 
-    from . import artifact, evaluate, targets
-    from .build import BuildConfig, compile_model
+    from . import targets
+    from .driver import compile_model
+    from .measure import evaluate
+    from .runtime import artifact
 
     if not args.data.exists():
         raise QcompileError(f"evaluation data not found: {args.data}")
     source = dataclasses.replace(data_source(args), path=args.data, count=args.count)
     shared = source.same_data(args.calib)
     data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)
+    report = reporter(args)
     if args.model.suffix == ".so":
         models = {"library": artifact.load(args.model)}
     else:
         spec = targets.resolve(args.target)
         models = {}
         for precision in ("fp32", "int8") if args.precision == "int8" else ("fp32",):
-            config = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
-                                 input_shapes=parse_input_shapes(args.input_shape), precision=precision,
-                                 quant=quant_config(args, spec), calib=data_source(args), quiet=args.quiet)
-            executable, sidecar = compile_model(config)
-            models[precision] = artifact.CompiledModel(executable, sidecar, name=f"the {precision} build")
+            compiled = compile_model(compile_request(args, spec, precision), report)
+            models[precision] = artifact.CompiledModel(compiled.executable, compiled.sidecar,
+                                                       name=f"the {precision} build")
     inputs = next(iter(models.values())).inputs
     samples, labels = evaluate.load(data, inputs)
-    results = {name: evaluate.scores(m, samples, f"evaluating {name}", args.quiet) for name, m in models.items()}
+    results = {name: evaluate.scores(m, samples, f"evaluating {name}", report) for name, m in models.items()}
     note = f", leaving out the {args.calib_count} that calibrated" if shared else ""
     print(f"{args.model.name}: {len(samples)} samples from {args.data}{note}\n")
     print(tabulate(evaluate.table(results, labels), headers=["precision", "top-1", "top-5", "top-1 agreement"],
@@ -386,9 +482,9 @@ def _eval(args) -> int:
 def _bench(args) -> int:
     import dataclasses
 
-    from . import bench, targets
-    from .build import BuildConfig
-    from .deploy import remote
+    from . import targets
+    from .measure import bench
+    from .runtime.deploy import remote
 
     spec = targets.resolve(args.target)
     try:
@@ -399,20 +495,16 @@ def _bench(args) -> int:
     for path in args.output:
         if path.suffix.lstrip(".") not in bench.FORMATS:
             raise QcompileError(f"--output {path}: the extension must be one of .md, .csv, .json")
-    needs_calibration = "int8" in precisions
-    build = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
-                        input_shapes=parse_input_shapes(args.input_shape), quant=quant_config(args, spec),
-                        calib=data_source(args) if needs_calibration else None, quiet=args.quiet,
-                        **tuning_log_options(args))
     data = None
     if args.data is not None:
         data = dataclasses.replace(data_source(args), path=args.data, count=args.data_count, random=False)
-    config = bench.BenchConfig(build=build, precisions=precisions, threads=threads,
+    request = compile_request(args, spec, "int8", calibrate="int8" in precisions, records=record_source(args))
+    config = bench.BenchConfig(compile=request, precisions=precisions, threads=threads,
                                compare_onnxruntime="onnxruntime" in args.compare,
                                compare_untuned="untuned" in args.compare, repeat=args.repeat,
                                warmup=args.warmup, data=data,
                                remote=remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key))
-    rows = bench.run(config)
+    rows = bench.run(config, reporter(args))
     print(bench.render(rows, args.format), end="")
     for path in args.output:
         path.write_text(bench.render(rows, path.suffix.lstrip(".")))
@@ -425,23 +517,19 @@ def _bench(args) -> int:
 
 def _tune(args) -> int:
     from . import targets
-    from .build import BuildConfig
-    from .deploy import remote
-    from .tune import TuneConfig, tune
+    from .runtime.deploy import remote
+    from .tune.search import TuneConfig, tune
 
     spec = targets.resolve(args.target)
     board = remote.RemoteSpec.parse(None, args.rpc_tracker, args.rpc_key)
     if spec.is_cross and board is None:
         raise QcompileError(f"target '{spec.name}' is another machine: measure on it with --rpc-tracker and --rpc-key")
-    build = BuildConfig(model=args.model, target=spec, output=Path("unused.so"),
-                        input_shapes=parse_input_shapes(args.input_shape), precision=args.precision,
-                        quant=quant_config(args, spec), calib=data_source(args) if args.precision == "int8" else None,
-                        quiet=args.quiet)
-    if args.batch <= 0 or (args.cores is not None and args.cores <= 0):
-        raise QcompileError("--batch and --cores must be positive")
-    result = tune(TuneConfig(build=build, trials=args.trials, minutes=args.minutes, records=args.tuning_log,
-                             remote=board, cores=args.cores, batch=args.batch,
-                             untuned_only=args.untuned_only))
+    if args.tuning_log is not None and args.records is not None:
+        raise QcompileError("give either --tuning-log or --records, not both")
+    config = TuneConfig(compile=compile_request(args, spec, args.precision), trials=args.trials,
+                        minutes=args.minutes, folder=args.tuning_log, root=args.records, remote=board,
+                        cores=args.cores, batch=args.batch, untuned_only=args.untuned_only)
+    result = tune(config, reporter(args))
     state = "stopped early; run the same command again to continue" if result.stopped_early else "done"
     print(f"{result.stored} tuning records in {result.folder} ({result.measured} measured in "
           f"{result.seconds / 60:.1f} min, {result.tasks} kernels searched, {state})")
@@ -451,8 +539,11 @@ def _tune(args) -> int:
 def _inspect(args) -> int:
     from tabulate import tabulate
 
-    from . import importer, ops
+    from .frontend import importer
+    from .quantize import ops
 
+    if args.model.suffix == ".so":
+        return _inspect_library(args.model)
     model = importer.load(args.model)
     supported = importer.supported_ops()
     quantizable = {t for rule in ops.all_rules() for t in rule.onnx_types}
@@ -462,11 +553,40 @@ def _inspect(args) -> int:
     print(tabulate(rows, headers=["", "name", "shape", "dtype"], tablefmt="github"))
     print()
     counts = sorted(model.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
-    print(tabulate([(op, n, "yes" if op in supported else "NO", "yes" if op in quantizable else "fp32")
-                    for op, n in counts], headers=["operator", "count", "supported", "int8"], tablefmt="github"))
     missing = [op for op, _ in counts if op not in supported]
+    failure = None
+    if not missing:  # every operator has a converter: whether the model imports as a whole is what counts
+        try:
+            importer.to_relax(model, importer.static_inputs(model, parse_input_shapes(args.input_shape)))
+        except QcompileError as err:
+            failure = err.render(OPTION_FLAGS)
+    converted = "yes" if failure is None else "yes*"
+    print(tabulate([(op, n, converted if op in supported else "NO", "yes" if op in quantizable else "fp32")
+                    for op, n in counts], headers=["operator", "count", "supported", "int8"], tablefmt="github"))
     if missing:
         print(f"\nnot supported: {', '.join(missing)}")
+    elif failure is not None:
+        print(f"\n* TVM converts each operator, but the model does not import: {failure}")
+    else:
+        print("\nimports into TVM: yes")
+    return 0
+
+
+def _inspect_library(library: Path) -> int:
+    from tabulate import tabulate
+
+    from .runtime import artifact
+    from .runtime.verify import summary
+
+    sidecar = artifact.read_sidecar(library)
+    print(f"{library}  ({sidecar.precision}, target {sidecar.target_name}: {json.dumps(sidecar.target)})\n")
+    rows = [("input", s.name, _dims(s.shape), s.dtype) for s in sidecar.inputs]
+    rows += [("output", s.name, _dims(s.shape), s.dtype) for s in sidecar.outputs]
+    print(tabulate(rows, headers=["", "name", "shape", "dtype"], tablefmt="github"))
+    tuned = "no records" if sidecar.tuned_kernels is None else "{} of {}".format(*sidecar.tuned_kernels)
+    print(f"\nkernels tuned: {tuned}; model sha256 {sidecar.model_sha256[:12]}")
+    if sidecar.verification is not None:
+        print(summary(sidecar.verification))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Target presets (data files in targets/) resolved to TVM dict targets."""
+"""Target presets (TOML files in the repository's targets/, installed as package data) resolved to TVM dict targets."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import shutil
 import tomllib
 from pathlib import Path
 
+from . import paths
 from .errors import QcompileError
-
-PRESET_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +56,11 @@ class TargetSpec:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    return sorted(p.stem for p in paths.presets().glob("*.toml"))
 
 
 def load_presets() -> list[TargetSpec]:
-    return [_from_file(PRESET_DIR / f"{name}.toml") for name in preset_names()]
+    return [_from_file(paths.presets() / f"{name}.toml") for name in preset_names()]
 
 
 def resolve(text: str) -> TargetSpec:
@@ -71,7 +70,7 @@ def resolve(text: str) -> TargetSpec:
         try:
             target = json.loads(text)
         except json.JSONDecodeError as err:
-            raise QcompileError(f"--target: not valid JSON ({err.msg} at column {err.colno})") from None
+            raise QcompileError(f"{{target}}: not valid JSON ({err.msg} at column {err.colno})") from None
         return _validated(TargetSpec(name="custom", target=target))
     path = Path(text)
     if path.suffix == ".toml" or path.is_file():
@@ -81,7 +80,7 @@ def resolve(text: str) -> TargetSpec:
     name, _, arch = text.partition(":")
     if name not in preset_names():
         raise QcompileError(f"unknown target '{text}'; presets: {', '.join(preset_names())} (or a .toml file, or a TVM target dict)")
-    spec = _from_file(PRESET_DIR / f"{name}.toml")
+    spec = _from_file(paths.presets() / f"{name}.toml")
     if arch:
         if spec.kind != "cuda":
             raise QcompileError(f"target '{name}' takes no ':{arch}' suffix (only cuda:sm_XX does)")

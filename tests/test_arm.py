@@ -10,10 +10,10 @@ import pytest
 import qcompile
 from conftest import calibration_args, free_port, model_path, real_inputs, run_cli
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64-static") is None,
     reason="needs g++-aarch64-linux-gnu and qemu-user-static (setup.sh installs them)",
-)
+)]
 QEMU = ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"]
 
 

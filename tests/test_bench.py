@@ -8,6 +8,8 @@ import pytest
 
 from conftest import calibration_args, model_path, run_cli
 
+pytestmark = pytest.mark.slow  # the real models in ../shared/
+
 COLUMNS = ["model", "target", "engine", "precision", "tuned kernels", "threads", "median ms", "p90 ms", "min ms", "p10 ms",
            "throughput /s", "speedup vs FP32", "speedup vs onnxruntime", "size MB", "top-1 agreement"]
 

@@ -11,6 +11,8 @@ import pytest
 import qcompile
 from conftest import SHARED_MODELS, onnxruntime_outputs, real_inputs
 
+pytestmark = pytest.mark.slow  # the real models in ../shared/
+
 # Same arithmetic in another order: float32 results agree with onnxruntime to 1e-4 of the output's scale.
 RTOL = 1e-4
 

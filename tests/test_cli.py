@@ -2,15 +2,15 @@
 
 
 import qcompile
-from conftest import model_path, run_cli
+from conftest import EXAMPLE_MODEL, run_cli
 
 
 def test_inspect_lists_operators_and_signature(capsys):
-    assert run_cli("inspect", model_path("mnist")) == 0
+    assert run_cli("inspect", EXAMPLE_MODEL) == 0
     out = capsys.readouterr().out
-    assert "Input3" in out and "1x1x28x28" in out and "Plus214_Output_0" in out
-    assert "| Conv       |       2 | yes         | yes    |" in out
-    assert "| Relu       |       2 | yes         | yes    |" in out
+    assert "image" in out and "?x3x32x32" in out and "probs" in out
+    assert "| Conv              |       3 | yes         | yes    |" in out
+    assert "| Softmax           |       1 | yes         | fp32   |" in out
 
 
 def test_targets_lists_presets(capsys):
@@ -34,7 +34,7 @@ def test_help_explains_every_option():
 
 
 def test_cuda_build_compiles_without_a_gpu(tmp_path):
-    library = tmp_path / "mnist_cuda.so"
-    assert run_cli("build", model_path("mnist"), "--target", "cuda:sm_80", "--precision", "fp32", "-o", library, "-q") == 0
-    sidecar = qcompile.artifact.read_sidecar(library)
+    library = tmp_path / "tiny_cuda.so"
+    assert run_cli("build", EXAMPLE_MODEL, "--target", "cuda:sm_80", "--precision", "fp32", "-o", library, "-q") == 0
+    sidecar = qcompile.runtime.artifact.read_sidecar(library)
     assert sidecar.target["kind"] == "cuda" and sidecar.target["arch"] == "sm_80"

@@ -4,7 +4,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import model_path, run_cli
+from conftest import EXAMPLE_MODEL, run_cli
 
 
 def build_fails(capsys, tmp_path, *args, precision="fp32") -> str:
@@ -45,7 +45,7 @@ def test_non_onnx_bytes(capsys, tmp_path):
 
 def test_truncated_model(capsys, tmp_path):
     path = tmp_path / "truncated.onnx"
-    path.write_bytes(model_path("mnist").read_bytes()[:5000])
+    path.write_bytes(EXAMPLE_MODEL.read_bytes()[:5000])
     err = build_fails(capsys, tmp_path, path)
     assert "truncated.onnx is not a" in err
 
@@ -74,11 +74,11 @@ def test_dynamic_shape_with_input_shape_builds(tmp_path):
 
 
 def test_input_shape_for_unknown_input(capsys, tmp_path):
-    assert "names no input" in build_fails(capsys, tmp_path, model_path("mnist"), "--input-shape", "nope:1x1")
+    assert "names no input" in build_fails(capsys, tmp_path, EXAMPLE_MODEL, "--input-shape", "nope:1x1")
 
 
 def test_unknown_target(capsys, tmp_path):
-    err = build_fails(capsys, tmp_path, model_path("mnist"), "--target", "pdp11")
+    err = build_fails(capsys, tmp_path, EXAMPLE_MODEL, "--target", "pdp11")
     assert "unknown target 'pdp11'" in err and "rpi4" in err
 
 
@@ -86,7 +86,7 @@ def test_missing_cross_compiler(capsys, tmp_path):
     preset = tmp_path / "board.toml"
     preset.write_text('cc = "no-such-aarch64-g++"\n'
                       'target = { kind = "llvm", mtriple = "aarch64-linux-gnu", mcpu = "cortex-a72" }\n')
-    err = build_fails(capsys, tmp_path, model_path("mnist"), "--target", preset)
+    err = build_fails(capsys, tmp_path, EXAMPLE_MODEL, "--target", preset)
     assert "cross compiler 'no-such-aarch64-g++'" in err and "apt-get install g++-aarch64-linux-gnu" in err
 
 
@@ -99,16 +99,16 @@ def test_run_without_sidecar(capsys, tmp_path):
 
 @pytest.mark.parametrize("bad", ["input", "input:1xAx3", "input:0x3", ":1x3"])
 def test_malformed_input_shape(capsys, tmp_path, bad):
-    assert "expected NAME:DIMS" in build_fails(capsys, tmp_path, model_path("mnist"), "--input-shape", bad)
+    assert "expected NAME:DIMS" in build_fails(capsys, tmp_path, EXAMPLE_MODEL, "--input-shape", bad)
 
 
 def test_int8_without_calibration_data(capsys, tmp_path):
-    err = build_fails(capsys, tmp_path, model_path("mnist"), precision="int8")
+    err = build_fails(capsys, tmp_path, EXAMPLE_MODEL, precision="int8")
     assert "INT8 needs calibration data" in err
 
 
 def test_missing_calibration_data(capsys, tmp_path):
-    err = build_fails(capsys, tmp_path, model_path("mnist"), "--calib", tmp_path / "nothing", precision="int8")
+    err = build_fails(capsys, tmp_path, EXAMPLE_MODEL, "--calib", tmp_path / "nothing", precision="int8")
     assert "calibration data not found" in err
 
 
@@ -116,17 +116,17 @@ def test_calibration_array_of_wrong_shape(capsys, tmp_path):
     import numpy as np
 
     np.save(tmp_path / "calib.npy", np.zeros((4, 3, 3), np.float32))
-    err = build_fails(capsys, tmp_path, model_path("mnist"), "--calib", tmp_path / "calib.npy", precision="int8")
-    assert "does not fit input 'Input3'" in err
+    err = build_fails(capsys, tmp_path, EXAMPLE_MODEL, "--calib", tmp_path / "calib.npy", precision="int8")
+    assert "does not fit input 'image'" in err
 
 
 def test_bad_option_value_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("build", model_path("mnist"), "--calibration", "bogus")
+        run_cli("build", EXAMPLE_MODEL, "--calibration", "bogus")
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'bogus'" in err
 
 
 def test_missing_evaluation_data(capsys, tmp_path):
-    assert run_cli("eval", model_path("mnist"), "--data", tmp_path / "none", "--labels", tmp_path / "l.npy") == 2
+    assert run_cli("eval", EXAMPLE_MODEL, "--data", tmp_path / "none", "--labels", tmp_path / "l.npy") == 2
     assert "evaluation data not found" in capsys.readouterr().err

@@ -6,8 +6,9 @@ import pytest
 import tvm
 from tvm import te
 
-from qcompile import conv_templates, targets
-from qcompile.passes.pack_conv import _conv_blocked, pack_kernel
+from qcompile.lower import conv_templates
+from qcompile import targets
+from qcompile.lower.passes.pack_conv import _conv_blocked, pack_kernel
 
 TARGET = targets.resolve("x86").tvm_target()
 SCALE = 2.0 ** -7  # a power of two: every float in the epilogue is exact, so fused or not the rounding is the same

@@ -7,7 +7,7 @@ import tvm
 from tvm import te, topi
 
 from qcompile import targets
-from qcompile.cpu_schedule import schedule_injective
+from qcompile.lower.cpu_schedule import schedule_injective
 
 
 def _scheduled(compute, *shapes, dtypes=None):
@@ -59,7 +59,7 @@ def _depthwise_reference(data, kernel, stride):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_packed_depthwise_conv_gets_a_fixed_schedule_that_computes_the_same_integers(stride):
-    from qcompile.passes.pack_conv import _depthwise_blocked
+    from qcompile.lower.passes.pack_conv import _depthwise_blocked
 
     def conv_and_requantize(x, w):
         acc = _depthwise_blocked(x, w, (stride, stride), (1, 1, 1, 1), (1, 1))
@@ -80,7 +80,7 @@ def test_a_packed_depthwise_conv_gets_a_fixed_schedule_that_computes_the_same_in
 
 
 def test_a_blocked_concat_repacked_to_nchw4c_is_scheduled_source_block_by_source_block():
-    from qcompile.passes.pack_conv import to_blocked, unpack
+    from qcompile.lower.passes.pack_conv import to_blocked, unpack
 
     rng = np.random.default_rng(3)
     parts = [rng.integers(0, 256, (1, 2, 5, 7, 16)).astype(np.uint8) for _ in range(2)]

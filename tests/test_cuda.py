@@ -7,10 +7,12 @@ import pytest
 
 import qcompile
 from conftest import IMAGES, calibration_args, model_path, real_inputs, run_cli
-from qcompile import build, targets
-from qcompile.calibdata import DataSource
-from qcompile.datasets import PREPROCESS_PRESETS
-from qcompile.quantize import QuantConfig
+from qcompile import driver, targets
+from qcompile.data.calibdata import DataSource
+from qcompile.data.datasets import PREPROCESS_PRESETS
+from qcompile.quantize.quantizer import QuantConfig
+
+pytestmark = pytest.mark.slow  # the real models in ../shared/
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def mobilenet_cuda_int8(tmp_path_factory):
 
 
 def test_int8_cuda_build_compiles_without_a_gpu(mobilenet_cuda_int8):
-    sidecar = qcompile.artifact.read_sidecar(mobilenet_cuda_int8)
+    sidecar = qcompile.runtime.artifact.read_sidecar(mobilenet_cuda_int8)
     assert sidecar.precision == "int8" and sidecar.target["arch"] == "sm_80"
     assert mobilenet_cuda_int8.stat().st_size > 1_000_000  # the int8 weights are in it
 
@@ -31,10 +33,10 @@ def test_int8_cuda_build_compiles_without_a_gpu(mobilenet_cuda_int8):
 def mobilenet_cuda_source(tmp_path_factory):
     """The CUDA C that TVM generated for MobileNet's INT8 build (int8 activations, as the cuda preset picks)."""
     spec = targets.resolve("cuda:sm_80")
-    config = build.BuildConfig(model=model_path("mobilenet"), target=spec, output=tmp_path_factory.mktemp("cuda") / "unused.so", quiet=True,
-                               quant=QuantConfig(activation_dtype=spec.activation_dtype),
-                               calib=DataSource(IMAGES, count=8, preprocess=PREPROCESS_PRESETS["tf"]))
-    executable, _ = build.compile_model(config)
+    request = driver.CompileRequest(model=model_path("mobilenet"), target=spec,
+                                   quant=QuantConfig(activation_dtype=spec.activation_dtype),
+                                   calib=DataSource(IMAGES, count=8, preprocess=PREPROCESS_PRESETS["tf"]))
+    executable = driver.compile_model(request).executable
     (device_code,) = executable.mod.imports[0].imports
     return device_code.inspect_source("cuda")
 

@@ -14,7 +14,7 @@ def test_native_writes_on_stderr_go_to_the_log_and_python_notes_to_the_terminal(
         from qcompile import progress
         with progress.native_stderr_to(Path({str(log)!r})):
             os.write(2, b"Warning: Tensorize failed\\n")
-            progress.note("searching")
+            progress.Reporter().note("searching")
         os.write(2, b"after\\n")
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qcompile import qparams
+from qcompile.quantize import qparams
 
 
 def test_requantize_rounds_half_up_and_saturates():

@@ -8,9 +8,11 @@ import pytest
 import qcompile
 from conftest import (CALIBRATION_COUNT, SHARED_MODELS, held_out_inputs, model_path, onnxruntime_outputs,
                       real_inputs, run_cli)
-from qcompile import importer
-from qcompile.quantize import QuantConfig, anchor_names, quantize
-from qcompile.report import count_ops
+from qcompile.frontend import importer
+from qcompile.quantize.quantizer import QuantConfig, anchor_names, quantize
+from qcompile.quantize.report import count_ops
+
+pytestmark = pytest.mark.slow  # the real models in ../shared/
 
 ANCHORS = {"mobilenet": 28, "squeezenet": 26, "mnist": 3}
 # Held-out subsets of the shared data; the full 900-image sweep is in benchmarks/RESULTS.md (MobileNet 97.4 %,
@@ -27,8 +29,7 @@ def realized_modules():
     for name in SHARED_MODELS:
         model = importer.load(model_path(name))
         mod = importer.to_relax(model, importer.static_inputs(model, {}))
-        modules[name] = quantize(mod, [[x] for x in real_inputs(name, 8)], QuantConfig(), anchor_names(model),
-                                 quiet=True).mod
+        modules[name] = quantize(mod, [[x] for x in real_inputs(name, 8)], QuantConfig(), anchor_names(model)).mod
     return modules
 
 
@@ -100,7 +101,7 @@ def test_excluded_op_type_stays_fp32():
     model = importer.load(model_path("mnist"))
     mod = importer.to_relax(model, importer.static_inputs(model, {}))
     realized = quantize(mod, [[x] for x in real_inputs("mnist", 8)], QuantConfig(exclude=frozenset({"MatMul"})),
-                        anchor_names(model), quiet=True).mod
+                        anchor_names(model)).mod
     assert count_ops(realized)[:2] == (2, 1)
 
 
@@ -108,7 +109,7 @@ def test_excluded_node_name_stays_fp32():
     model = importer.load(model_path("mnist"))
     mod = importer.to_relax(model, importer.static_inputs(model, {}))
     config = QuantConfig(exclude=frozenset({"Convolution110"}))
-    realized = quantize(mod, [[x] for x in real_inputs("mnist", 8)], config, anchor_names(model), quiet=True).mod
+    realized = quantize(mod, [[x] for x in real_inputs("mnist", 8)], config, anchor_names(model)).mod
     assert count_ops(realized)[:2] == (2, 1)
 
 

@@ -9,9 +9,9 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from qcompile.passes.realize import Realize
-from qcompile.qparams import requantize
-from qcompile.report import count_ops
+from qcompile.quantize.passes.realize import Realize
+from qcompile.quantize.qparams import requantize
+from qcompile.quantize.report import count_ops
 
 RNG = np.random.default_rng(42)
 

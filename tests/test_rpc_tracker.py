@@ -1,9 +1,13 @@
 """Through a TVM RPC tracker on loopback: a board (here an x86 RPC server) registered under a key."""
 
+import pytest
+
 import numpy as np
 
 import qcompile
 from conftest import real_inputs, run_cli
+
+pytestmark = pytest.mark.slow  # the real models in ../shared/
 
 
 def test_run_through_the_tracker_gives_the_local_outputs(tracker_with_board, fp32_x86_libraries, tmp_path):

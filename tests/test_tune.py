@@ -12,15 +12,20 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 from conftest import run_cli
-from qcompile import build, intrinsics, records, targets, transfer, tune
-from qcompile.calibdata import DataSource
-from qcompile.passes import pack_conv
+from qcompile.tune import search as tune
+from qcompile import driver, targets
+from qcompile.lower import intrinsics
+from qcompile.tune import records, transfer
+from qcompile.data.calibdata import DataSource
+from qcompile.lower.passes import pack_conv
+from qcompile.progress import Reporter
+from qcompile.tune.records import RecordSource
 
 TRIALS = 12  # a handful: enough for every kernel of the model to get a measured, tensorized schedule
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not tvm.target.codegen.target_has_features("avx512vnni", targets.resolve("x86").tvm_target()),
-    reason="this machine's CPU has no AVX-512 VNNI")
+    reason="this machine's CPU has no AVX-512 VNNI")]
 
 
 def _write_conv_model(folder, activation="Relu"):
@@ -57,10 +62,9 @@ def tuned(conv_model, tmp_path_factory):
     return model, calib, log
 
 
-def _config(model, calib, **fields):
-    spec = targets.resolve("x86")
-    return build.BuildConfig(model=model, target=spec, output=model.with_suffix(".so"),
-                             calib=DataSource(calib, count=8), **{"quiet": True, **fields})
+def _config(model, calib, records=RecordSource()):
+    return driver.CompileRequest(model=model, target=targets.resolve("x86"), calib=DataSource(calib, count=8),
+                                records=records)
 
 
 def _library_and_latency(executable, x):
@@ -97,8 +101,8 @@ def test_build_takes_a_kernels_pick_before_the_searchs_best(tuned, tmp_path):
     spec = targets.resolve("x86")
     target = spec.tvm_target()
     copy = _copy_of_records(log, tmp_path)
-    mod, _ = build.lower_model(_config(model, calib))
-    from qcompile import compiler, conv_templates
+    mod = driver.lower_model(_config(model, calib)).mod
+    from qcompile.lower import compiler, conv_templates
     from tvm.s_tir import meta_schedule as ms
 
     kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
@@ -117,9 +121,9 @@ def test_build_takes_a_kernels_pick_before_the_searchs_best(tuned, tmp_path):
 
 def test_tuned_records_are_applied_to_every_kernel(tuned):
     model, calib, log = tuned
-    mod, _ = build.lower_model(_config(model, calib))
+    mod = driver.lower_model(_config(model, calib)).mod
     spec = targets.resolve("x86")
-    from qcompile import compiler
+    from qcompile.lower import compiler
 
     kernels = compiler.lower_kernels(mod, spec)
     _, found, total = records.apply(kernels, records.open_database(log, spec, create=False), spec.tvm_target())
@@ -128,8 +132,8 @@ def test_tuned_records_are_applied_to_every_kernel(tuned):
 
 def test_build_from_the_log_runs_the_conv_on_vpdpbusd_and_is_faster(tuned):
     model, calib, log = tuned
-    tuned_exe, _ = build.compile_model(_config(model, calib, tuning_log=log))
-    untuned_exe, _ = build.compile_model(_config(model, calib, tuning_records=None))
+    tuned_exe = driver.compile_model(_config(model, calib, RecordSource(folder=log))).executable
+    untuned_exe = driver.compile_model(_config(model, calib)).executable
     asm = tuned_exe.mod.imports[0].inspect_source("asm")
     untuned_asm = untuned_exe.mod.imports[0].inspect_source("asm")
     # LLVM alone pattern-matches a few vpdpbusd in the untuned conv; the tensorized one is made of them
@@ -145,11 +149,11 @@ def test_build_from_the_log_runs_the_conv_on_vpdpbusd_and_is_faster(tuned):
 def test_build_finds_records_under_the_tuning_logs_root(tuned, tmp_path, capsys):
     model, calib, log = tuned
     sidecar_config = _config(model, calib)
-    _, sidecar = build.lower_model(sidecar_config)
+    sidecar = driver.lower_model(sidecar_config).sidecar
     folder = records.folder(tmp_path, model, sidecar.model_sha256, sidecar.precision, sidecar_config.target)
     folder.parent.mkdir(parents=True)
     folder.symlink_to(log, target_is_directory=True)
-    found = build.find_records(_config(model, calib, tuning_records=tmp_path, quiet=False), sidecar)
+    found = driver.find_records(_config(model, calib, RecordSource(roots=(tmp_path,))), sidecar, Reporter())
     assert found is not None
     assert str(folder) in capsys.readouterr().err
 
@@ -167,21 +171,21 @@ def _records_measured_on(log, root, model, sidecar, mcpu):
 
 def test_build_falls_back_to_records_of_another_vnni_cpu(tuned, tmp_path, capsys):
     model, calib, log = tuned
-    config = _config(model, calib, tuning_records=tmp_path, quiet=False)
-    _, sidecar = build.lower_model(config)
+    config = _config(model, calib, RecordSource(roots=(tmp_path,)))
+    sidecar = driver.lower_model(config).sidecar
     other = "cascadelake" if config.target.target["mcpu"] != "cascadelake" else "sapphirerapids"
     folder = _records_measured_on(log, tmp_path, model, sidecar, other)
-    assert build.find_records(config, sidecar) is not None
+    assert driver.find_records(config, sidecar, Reporter()) is not None
     err = capsys.readouterr().err
     assert "measured on a compatible target" in err and str(folder) in err
 
 
 def test_build_ignores_records_of_a_cpu_without_vnni(tuned, tmp_path, capsys):
     model, calib, log = tuned
-    config = _config(model, calib, tuning_records=tmp_path, quiet=False)
-    _, sidecar = build.lower_model(config)
+    config = _config(model, calib, RecordSource(roots=(tmp_path,)))
+    sidecar = driver.lower_model(config).sidecar
     _records_measured_on(log, tmp_path, model, sidecar, "haswell")  # AVX2 only: its schedules name no vpdpbusd
-    assert build.find_records(config, sidecar) is None
+    assert driver.find_records(config, sidecar, Reporter()) is None
     assert "no tuning records" in capsys.readouterr().err
 
 
@@ -242,8 +246,8 @@ def _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys):
     assert "1 of them got a record from a same-shaped kernel's schedule" in err
     assert "every kernel has a tuning record" in err  # so no search was needed
     assert before < records.count(copy) <= before + transfer.CANDIDATES
-    transferred_exe, _ = build.compile_model(_config(model, calib, tuning_log=copy))
-    untuned_exe, _ = build.compile_model(_config(model, calib, tuning_records=None))
+    transferred_exe = driver.compile_model(_config(model, calib, RecordSource(folder=copy))).executable
+    untuned_exe = driver.compile_model(_config(model, calib)).executable
     assert "vpdpbusd" in transferred_exe.mod.imports[0].inspect_source("asm")
     x = np.random.default_rng(1).standard_normal((1, 16, 28, 28)).astype(np.float32)
     # the replayed schedule computes the new kernel: the untuned kernel's outputs
@@ -291,6 +295,13 @@ def test_tune_rejects_a_non_positive_budget(conv_model, capsys):
     assert "--trials must be positive" in capsys.readouterr().err
 
 
+def test_tune_writes_into_the_records_root_asked_for(conv_model, tmp_path):
+    model, calib = conv_model
+    assert run_cli("tune", model, "--calib", calib, "--trials", 4, "--batch", 4, "--records", tmp_path, "-q") == 0
+    folders = [p.parent for p in tmp_path.glob("*/int8/*/target.json")]
+    assert len(folders) == 1 and records.count(folders[0]) >= 4
+
+
 @pytest.fixture(scope="module")
 def residual_model(tmp_path_factory):
     """Conv → Add(input) → ReLU, its result concatenated with a 1×1 conv of it, averaged: every kind of merge."""
@@ -312,9 +323,9 @@ def residual_model(tmp_path_factory):
 
 def _kernel_workloads(model, calib) -> set[int]:
     """The structural hashes of the model's kernels as tuning records key them."""
-    from qcompile import compiler
+    from qcompile.lower import compiler
 
-    mod, _ = build.lower_model(_config(model, calib))
+    mod = driver.lower_model(_config(model, calib)).mod
     kernels = compiler.lower_kernels(mod, targets.resolve("x86"))
     return {tvm_ffi.structural_hash(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}))
             for f in kernels.functions.values() if isinstance(f, tvm.tirx.PrimFunc)}

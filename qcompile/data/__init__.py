@@ -1,0 +1,1 @@
+"""data: model inputs from files: image folders, arrays, IDX; calibration samples; run inputs and outputs."""

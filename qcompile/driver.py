@@ -1,0 +1,308 @@
+"""Building a model, stage by stage: frontend (import) → quantize → lower (with tuning records) → compile, then
+emit the library, its sidecar, and on request a quantization report and a deploy kit.
+
+What to compile (`CompileRequest`) and where to write it (`EmitRequest`) are separate requests: `tune`, `eval`
+and `bench` compile without writing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from . import instrument
+from .data import calibdata
+from .data.calibdata import DataSource
+from .errors import QcompileError
+from .frontend import importer
+from .frontend.importer import TensorSig
+from .lower import compiler
+from .progress import SILENT, Reporter
+from .quantize.pipeline import qdq_import_pipeline
+from .quantize.quantizer import QuantConfig, Quantized
+from .runtime import artifact, verify
+from .runtime.verify import VerifyConfig
+from .targets import TargetSpec
+from .tune import records
+from .tune.records import RecordSource
+
+PRECISIONS = ("int8", "fp32")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileRequest:
+    """What to compile: a model, for a target, in a precision, calibrated on data, with tuning records."""
+
+    model: Path
+    target: TargetSpec
+    input_shapes: dict = dataclasses.field(default_factory=dict)  # input name → static shape
+    precision: str = "int8"
+    quant: QuantConfig = QuantConfig()
+    calib: DataSource | None = None  # required for int8 (unless the model is already quantized)
+    records: RecordSource = dataclasses.field(default_factory=RecordSource.default)
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", Path(self.model))
+        if self.precision not in PRECISIONS:
+            raise QcompileError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmitRequest:
+    """Where a compiled model goes: the library (its .json sidecar beside it), optionally a quantization report
+    (Markdown, JSON beside it) and a deploy kit folder."""
+
+    output: Path
+    report: Path | None = None
+    bundle: Path | None = None
+    verify: VerifyConfig = VerifyConfig()  # checked beside onnxruntime before anything is written
+    verify_data: DataSource | None = None  # inputs to check on; default: held-out calibration samples, else random
+
+    def __post_init__(self):
+        object.__setattr__(self, "output", Path(self.output))
+        if self.output.suffix != ".so":
+            raise QcompileError(f"the output must be a .so file, got {self.output}")
+        _check_writable(self.output)
+        if self.report is not None:
+            report = Path(self.report)
+            object.__setattr__(self, "report", report)
+            if report.with_suffix(".json").resolve() == artifact.sidecar_path(self.output).resolve():
+                raise QcompileError(f"the report {report} would overwrite the sidecar "
+                                    f"{artifact.sidecar_path(self.output)}; name the report differently")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, not after compiling, if `path` cannot be written: a file is made and removed in the nearest folder
+    that exists (the folders below it are made when the library is written)."""
+    import tempfile
+
+    if path.is_dir():
+        raise QcompileError(f"the output {path} is a folder")
+    folder = path.parent.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise QcompileError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise QcompileError(f"cannot write {path}: {err.strerror} in {folder}") from None
+
+
+@dataclasses.dataclass
+class Compiled:
+    """A compiled model, before it is written: the executable, its sidecar, and (quantized builds) what the
+    quantizer computed, for the report."""
+
+    executable: object  # relax.Executable
+    sidecar: artifact.Sidecar
+    quantized: Quantized | None = None
+    samples: list | None = None  # the calibration samples
+
+
+@dataclasses.dataclass
+class Lowered:
+    """A model imported and quantized: the Relax module to compile, and the sidecar that will describe it."""
+
+    mod: object
+    sidecar: artifact.Sidecar
+    quantized: Quantized | None = None
+    samples: list | None = None
+
+
+def build(request: CompileRequest, emit_request: EmitRequest, reporter: Reporter = SILENT) -> artifact.Sidecar:
+    """Compile, verify and emit: the library and sidecar appear together, and only if verified (or not asked to
+    be), or not at all."""
+    request.target.check_toolchain()
+    compiled = compile_model(request, reporter)
+
+    def verified(library: Path) -> dict:
+        return verify_build(request, library, compiled.sidecar, emit_request.verify, emit_request.verify_data,
+                            reporter)
+
+    return emit(compiled, emit_request, request.target, reporter, verified)
+
+
+def verify_build(request: CompileRequest, library: Path, sidecar: artifact.Sidecar, config: VerifyConfig,
+                 data: DataSource | None, reporter: Reporter = SILENT) -> dict:
+    """Run the library as written (before it is moved into place) beside onnxruntime's FP32 on a few inputs
+    (`runtime/verify.py`): the figures for the sidecar, or a QcompileError when it does not compute the model."""
+    if not config.enabled:
+        return {"verified": False, "reason": "verification was turned off"}
+    elsewhere = _runs_elsewhere(request.target)
+    if elsewhere is not None:
+        reporter.note(f"not verified: {elsewhere}")
+        return {"verified": False, "reason": elsewhere}
+    import tvm
+
+    samples, described = _verification_inputs(request, sidecar.inputs, config, data)
+    with reporter.step(f"verifying the build against onnxruntime on {len(samples)} {described}"):
+        model = artifact.CompiledModel(tvm.runtime.load_module(str(library)), sidecar, name="the build")
+        ours = [model(*sample) for sample in samples]
+        reference = verify.onnxruntime_outputs(request.model, [s.name for s in sidecar.inputs], samples)
+    figures = verify.compare(ours, reference, [s.name for s in sidecar.outputs])
+    why = verify.failure(figures, "fp32" if sidecar.precision == "fp32" else "int8", config)
+    if why is not None:
+        raise QcompileError(f"the build does not compute the model: {why}; nothing was written "
+                            f"({{no_verify}} writes it anyway)")
+    result = {"verified": True, "samples": len(samples), "inputs": described, "outputs": figures}
+    reporter.note(verify.summary(result))
+    return result
+
+
+def _runs_elsewhere(target: TargetSpec) -> str | None:
+    """Why a build for `target` cannot be run here, or None."""
+    import tvm
+
+    if target.kind == "cuda" and not tvm.cuda(0).exist:
+        return "built for CUDA, and this machine has no CUDA GPU"
+    triple = str(target.target.get("mtriple", "x86_64"))
+    if target.kind == "llvm" and not triple.startswith("x86_64"):
+        return f"built for {triple}, which runs elsewhere"
+    return None
+
+
+def _verification_inputs(request: CompileRequest, inputs, config: VerifyConfig, data: DataSource | None):
+    """(samples, what they are): `data`'s; else calibration samples the calibration did not use (those it used,
+    if none is left); else random inputs (zeros for integer inputs, which index tables)."""
+    import numpy as np
+
+    if data is not None:
+        return list(calibdata.samples(data, inputs)[:config.samples]), f"samples of {Path(data.path).name}"
+    calib = request.calib
+    if calib is not None and calib.path is not None:
+        held_out = calibdata.samples(dataclasses.replace(calib, count=config.samples), inputs, avoid=calib.count)
+        if len(held_out):
+            return list(held_out), "held-out calibration samples"
+        return list(calibdata.samples(calib, inputs)[:config.samples]), "calibration samples"
+    rng = np.random.default_rng(0)
+    return [[rng.standard_normal(s.shape).astype(s.dtype) if np.dtype(s.dtype).kind == "f"
+             else np.zeros(s.shape, s.dtype) for s in inputs] for _ in range(config.samples)], "random inputs"
+
+
+def emit(compiled: Compiled, request: EmitRequest, target: TargetSpec, reporter: Reporter = SILENT,
+         verified=None):
+    """Write the library and its sidecar (atomically), then the report and the deploy kit asked for.
+    `verified(library)`: the verification figures of the library written, before it is moved into place."""
+    with reporter.step(f"exporting {request.output}"):
+        sidecar = artifact.write(lambda path: compiler.export_library(compiled.executable, target, path),
+                                 compiled.sidecar, request.output, verified)
+    if request.report is not None and compiled.quantized is not None:
+        from .quantize import report
+
+        with reporter.step(f"measuring quantization error for {request.report}"):
+            written = report.write(report.build_report(compiled.quantized, compiled.samples[:8]), request.report)
+        reporter.note("wrote " + " and ".join(str(p) for p in written))
+    if request.bundle is not None:
+        from .runtime.deploy.bundle import write_bundle
+
+        write_bundle(request.output, target, request.bundle, reporter)
+    return sidecar
+
+
+def compile_model(request: CompileRequest, reporter: Reporter = SILENT) -> Compiled:
+    """Import, quantize and compile with the tuning records found."""
+    lowered = lower_model(request, reporter)
+    database = find_records(request, lowered.sidecar, reporter)
+    sidecar = lowered.sidecar
+    with reporter.step(f"compiling for {request.target.name}"):
+        kernels = compiler.lower_kernels(lowered.mod, request.target, reporter)
+        if database is not None:
+            kernels, found, total = records.apply(kernels, database, request.target.tvm_target())
+            sidecar = dataclasses.replace(sidecar, tuned_kernels=[found, total])
+            reporter.note(f"tuning records: {found} of {total} kernels tuned")
+        executable = compiler.compile_kernels(kernels, request.target)
+    return Compiled(executable, sidecar, lowered.quantized, lowered.samples)
+
+
+def find_records(request: CompileRequest, sidecar: artifact.Sidecar, reporter: Reporter = SILENT):
+    """The tuning database to build with: the request's folder, else the one found for this model and target."""
+    source = request.records
+    if source.folder is not None:
+        return records.load(source.folder, request.target)
+    if source.untuned:
+        return None
+    folder = records.find(source.roots, request.model, sidecar.model_sha256, sidecar.precision, request.target)
+    if folder is None:
+        reporter.note("no tuning records for this model and target (kernels stay untuned; 'qcompile tune' makes "
+                      "them)")
+        return None
+    recorded = records.measured_on(folder)
+    if recorded != request.target.target:
+        reporter.note(f"using tuning records measured on a compatible target ({json.dumps(recorded)}) in {folder}; "
+                      f"'qcompile tune' tunes for this one")
+    else:
+        reporter.note(f"using tuning records in {folder}")
+    return records.load(folder, request.target)
+
+
+def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered:
+    """Import and quantize."""
+    with reporter.step(f"loading {request.model.name}"):
+        model = importer.load(request.model)
+        inputs = importer.static_inputs(model, request.input_shapes)
+    precision, quantized, samples = request.precision, None, None
+    calibrating = precision == "int8" and not is_prequantized(model)
+    if calibrating:  # read and checked before the expensive work
+        with reporter.step("reading the calibration data"):
+            samples = calibdata.samples(request.calib, inputs)
+            calibdata.validate(samples, inputs)
+    with reporter.step("importing into Relax"):
+        mod = importer.to_relax(model, inputs)
+    outputs = _output_sigs(mod, model)
+    if is_prequantized(model):
+        precision = "int8-qdq"
+        with reporter.step("realizing the model's own quantize/dequantize pairs as integer kernels"):
+            mod = instrument.apply(qdq_import_pipeline(request.quant.per_channel), mod, reporter)
+    elif calibrating:
+        precision = "int8-simulated" if request.quant.simulate else "int8"
+        quantized = quantize_module(mod, model, samples, request.quant, reporter)
+        mod = quantized.mod
+    sidecar = artifact.Sidecar(
+        inputs=inputs,
+        outputs=outputs,
+        target_name=request.target.name,
+        target=request.target.target,
+        precision=precision,
+        model_sha256=model.sha256,
+        versions=_versions(),
+        index_bounds=importer.index_bounds(model, inputs) or None,
+    )
+    return Lowered(mod, sidecar, quantized, samples)
+
+
+def is_prequantized(model: importer.OnnxModel) -> bool:
+    """A QDQ model (quantized by another tool, e.g. onnxruntime's quantize_static) brings its own scales."""
+    return "QuantizeLinear" in model.op_counts()
+
+
+def quantize_module(mod, model: importer.OnnxModel, samples, config: QuantConfig, reporter: Reporter) -> Quantized:
+    """Calibrate the imported module on `samples` and realize it in integers."""
+    from .quantize import quantizer, report
+
+    reporter.note(f"quantizing: {config.calibration.method} calibration on {len(samples)} samples, "
+                  f"{config.activation_dtype} activations × int8 weights")
+    quantized = quantizer.quantize(mod, samples, config, quantizer.anchor_names(model), reporter)
+    integer, floating, _ = report.count_ops(quantized.mod)
+    reporter.note(f"{integer} conv/matmul layers run in integer arithmetic, {floating} in FP32")
+    return quantized
+
+
+def _output_sigs(mod, model: importer.OnnxModel) -> list[TensorSig]:
+    """Output shapes as Relax inferred them from the static inputs, named as in the ONNX graph."""
+    from tvm import relax
+
+    ret = mod["main"].ret_ty
+    infos = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    return [
+        TensorSig(onnx_sig.name, tuple(int(d) for d in info.shape), str(info.dtype))
+        for onnx_sig, info in zip(model.outputs, infos)
+    ]
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    return {name: metadata.version(name) for name in ("qcompile", "apache-tvm", "apache-tvm-ffi", "onnx")}

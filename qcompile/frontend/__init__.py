@@ -1,0 +1,1 @@
+"""frontend: ONNX models loaded, checked, given static shapes and imported into Relax."""

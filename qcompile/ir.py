@@ -1,0 +1,55 @@
+"""Small Relax helpers shared by the quantization and lowering passes: recognizing ops, constants and activation
+epilogues, and rewriting `main`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import GenericConst
+
+def op_name(expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return expr.op.name
+    return None
+
+
+def bound_value(mutator, expr):
+    """What a variable is bound to in the function `mutator` is visiting, or the expression itself."""
+    value = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+    return expr if value is None else value
+
+
+def constant_value(expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, GenericConst) else None
+
+
+def clamp_of(call) -> tuple[float, float] | None:
+    """The [lo, hi] an activation op clamps to (relu, clip), else None."""
+    name = op_name(call)
+    if name == "relax.nn.relu":
+        return 0.0, math.inf
+    if name == "relax.clip":
+        return float(call.args[1].value), float(call.args[2].value)
+    return None
+
+
+def bias_of(call) -> tuple[relax.Expr, np.ndarray] | None:
+    """(other operand, constant) when `call` adds a constant to a tensor, else None."""
+    if op_name(call) != "relax.add":
+        return None
+    a, b = call.args
+    for operand, const in ((a, b), (b, a)):
+        value = constant_value(const)
+        if value is not None and constant_value(operand) is None:
+            return operand, value
+    return None
+
+
+def rewrite_main(mutator, mod):
+    """Run a PyExprMutator over `main` and return the module it builds."""
+    func = mutator.visit_expr(mod["main"])
+    mutator.builder_.update_func(mod.get_global_var("main"), func)
+    return mutator.builder_.get()

@@ -1,0 +1,213 @@
+"""A fixed schedule for CPU kernels with nothing to tune: injective ones (layout packing, requantize chains), max
+pooling and depthwise convolutions in blocked layouts.
+
+MetaSchedule's CPU space for such a kernel holds one or two candidates and vectorizes only loops of at most 64
+iterations, so a 112-wide image row stays scalar: on MobileNet the packing and requantize kernels cost several
+times the (tensorized) convolutions. Here every injective kernel is fused to one loop, vectorized 64 bytes
+wide and run in parallel, except the packed convs' layout kernels, which get a loop nest per tile; the kernels are
+marked scheduled, so tuning skips them and builds reuse the rule.
+"""
+
+from __future__ import annotations
+
+VECTOR_BYTES = 64  # one AVX-512 register
+MAX_VECTOR_LOOP = 256  # longest loop vectorized whole (LLVM splits it into registers)
+_SPATIAL = 0  # IterVar.DataPar
+
+
+def ScheduleFixed():  # noqa: N802 - a pass, named like one
+    """The pass giving every unscheduled kernel this module covers its fixed schedule, under the current target;
+    the kernels it leaves are MetaSchedule's to tune."""
+    from tvm.s_tir import dlight as dl
+
+    return dl.ApplyDefaultSchedule(_Injective())
+
+
+def schedule_injective(mod, target):
+    """Schedule every unscheduled, purely spatial PrimFunc of `mod` for a CPU target."""
+    with target:
+        return ScheduleFixed()(mod)
+
+
+def _rule_base():
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    return CPUScheduleRule
+
+
+class _Injective(_rule_base()):
+    def apply(self, func, target, tunable):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if _blocked_pool(sch, blocks) or _blocked_depthwise(sch, blocks):
+            return sch
+        if any(iv.iter_type != _SPATIAL for block in blocks for iv in sch.get(block).iter_vars):
+            return None  # a reduction: MetaSchedule's to tune
+        for block in blocks[:-1]:
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - a producer that cannot be inlined keeps its own loop nest
+                pass
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            loops = sch.get_loops(block)
+            if not loops or _layout_change(sch, block, loops):
+                continue
+            lanes = max(1, VECTOR_BYTES // max(1, _widest_bytes(sch.get(block))))
+            extent = _extent(sch, loops)
+            if extent is None:  # a loop whose length is known only at run time (NonMaxSuppression's outputs)
+                continue
+            if extent % lanes:
+                # a ragged split would leave a predicate in the vector loop, which LLVM then runs lane by lane
+                # (a padded 225×225 image: ~30× slower); the innermost axis, whole, vectorizes without one
+                *outer, inner = loops
+                if outer:
+                    sch.parallel(sch.fuse(*outer))
+                if int(sch.get(inner).extent) <= MAX_VECTOR_LOOP:
+                    sch.vectorize(inner)
+                continue
+            outer, inner = sch.split(sch.fuse(*loops), factors=[None, lanes])
+            sch.parallel(outer)
+            sch.vectorize(inner)
+        return sch
+
+
+def _layout_change(sch, block, loops) -> bool:
+    """Schedule a packed conv's layout kernel (NCHW → NCHW4c, NCHW[k]c → NCHW4c, NCHW[k]c → NCHW); False if
+    `block` is none.
+
+    Both are transposes of small tiles: one flat vectorized loop computes a division and a remainder per lane and
+    gathers bytes one by one (0.3-0.7 ms a kernel on MobileNet, a third of its INT8 time). Here the loops follow
+    the tile instead: rows in parallel, the channel lanes and (unpacking) a row segment as long as a channel block
+    unrolled, which LLVM compiles to code 3-8× faster (measured per kernel on MobileNet)."""
+    from .kernels import PACK, UNPACK
+
+    name = sch.get(block).name_hint
+    if name == PACK and len(loops) == 5:
+        batch, chunk, y, x, lane = loops
+        if _reblock(sch, block, loops):
+            return True
+    elif name == UNPACK and len(loops) == 4:
+        batch, channel, y, x = loops
+        block_size = int(sch.get(block).reads[0].source.shape[-1])
+        chunk, lane = sch.split(channel, factors=[None, block_size])
+        x, segment = sch.split(x, factors=[None, block_size])
+        sch.reorder(batch, chunk, y, x, lane, segment)
+        sch.unroll(segment)
+    else:
+        return False
+    sch.parallel(sch.fuse(batch, chunk, y))
+    sch.unroll(lane)
+    return True
+
+
+def _reblock(sch, block, loops) -> bool:
+    """Schedule a pack from larger blocks (NCHW16c → NCHW4c, a blocked concat's parts included) source block by
+    source block; False if the source is not blocked that way.
+
+    Each source vector (16 channels of one pixel) is read once and written as 4 lane groups to 4 output blocks;
+    the concat's choice of input is then the same for a whole row. 2-4× faster than the output-ordered loop
+    on MobileNet's and SqueezeNet's re-blocking kernels (concats: 0.08 → 0.03 ms)."""
+    batch, chunk, y, x, lane = loops
+    lanes = int(sch.get(lane).extent)
+    source = max((int(r.source.shape[-1]) for r in sch.get(block).reads if len(r.source.shape) == 5), default=0)
+    parts = source // lanes
+    if parts < 2 or source % lanes or int(sch.get(chunk).extent) % parts:
+        return False
+    source_chunk, part = sch.split(chunk, factors=[None, parts])
+    sch.reorder(batch, source_chunk, y, x, part, lane)
+    sch.parallel(sch.fuse(batch, source_chunk, y))
+    sch.unroll(part)
+    sch.vectorize(lane)
+    return True
+
+
+def _blocked_pool(sch, blocks) -> bool:
+    """Schedule max pooling in a blocked layout (NCHW[k]c, `BlockedEpilogue`), its padding inlined; False if
+    `blocks` are not that.
+
+    The window's max runs per vector of k lanes, rows in parallel: nothing is left to tune."""
+    *pads, block = blocks
+    loops = sch.get_loops(block)
+    if (sch.get(block).name_hint != "pool_max" or len(loops) != 7
+            or any(sch.get(pad).name_hint != "pad_temp" for pad in pads)):
+        return False
+    for pad in pads:
+        sch.compute_inline(pad)
+    batch, chunk, y, x, lane, ry, rx = loops
+    sch.reorder(batch, chunk, y, x, ry, rx, lane)
+    sch.parallel(sch.fuse(batch, chunk, y))
+    sch.decompose_reduction(block, ry)
+    # `vectorize` refuses a spatial loop under the window's reduction loops; innermost and contiguous, LLVM's
+    # loop vectorizer takes it
+    sch.unroll(ry)
+    sch.unroll(rx)
+    return True
+
+
+def _blocked_depthwise(sch, blocks) -> bool:
+    """Schedule a packed depthwise conv (`pack_conv`, NCHW[k]c) with its padding and requantize epilogue; False if
+    `blocks` are not that.
+
+    Each output lane sums its own channel's window, so a block's k lanes are one vector of int32 sums: a row
+    segment of such vectors is accumulated in registers over the unrolled window, then requantized and stored
+    before the next segment. MetaSchedule found schedules from 1× to 5× slower than this one for MobileNet's
+    depthwise convs within its 30-minute budget (~16-32 candidates each), so they are no longer tuned."""
+    from .kernels import DEPTHWISE_BLOCK
+
+    names = [sch.get(block).name_hint for block in blocks]
+    if names.count(DEPTHWISE_BLOCK) != 1:
+        return False
+    at = names.index(DEPTHWISE_BLOCK)
+    conv, pads, epilogue = blocks[at], blocks[:at], blocks[at + 1:]
+    loops = sch.get_loops(conv)
+    out_shape = [int(d) for d in sch.get(conv).writes[0].source.shape]
+    if (len(loops) != 7 or any(name != "data_pad" for name in names[:at])
+            or any(iv.iter_type != _SPATIAL for block in epilogue for iv in sch.get(block).iter_vars)
+            or (epilogue and [int(d) for d in sch.get(epilogue[-1]).writes[0].source.shape] != out_shape)):
+        return False
+    for block in [*pads, *epilogue[:-1]]:
+        sch.compute_inline(block)
+    batch, chunk, y, x, lane, ry, rx = loops
+    x, segment = sch.split(x, factors=[None, _segment(out_shape[3])])
+    sch.reorder(batch, chunk, y, x, ry, rx, segment, lane)
+    if epilogue:
+        store = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(store, x)
+        sch.reverse_compute_at(epilogue[-1], x)
+        sch.compute_inline(store)  # the epilogue reads the sums from registers
+        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+    sch.vectorize(lane)
+    for loop in (ry, rx, segment):
+        sch.unroll(loop)
+    # channel blocks in parallel: a fused (chunk, row) loop is slower on one thread (LLVM reloads the weights)
+    sch.parallel(sch.fuse(batch, chunk))
+    sch.decompose_reduction(conv, ry)
+    return True
+
+
+def _segment(width: int) -> int:
+    """The output pixels a depthwise conv accumulates at once: a divisor of the row width, 7-8 if there is one
+    (fastest on MobileNet's rows, and 7-8 vector accumulators plus the 9 weight vectors fit in 32 registers)."""
+    divisors = [d for d in range(1, min(width, 14) + 1) if width % d == 0]
+    return min(divisors, key=lambda d: (abs(d - 7.5), d))
+
+
+def _extent(sch, loops) -> int | None:
+    """The loops' iterations in all, or None where one's count is known only at run time."""
+    from tvm import tirx
+
+    extent = 1
+    for loop in loops:
+        length = sch.get(loop).extent
+        if not isinstance(length, tirx.IntImm):
+            return None
+        extent *= int(length)
+    return extent
+
+
+def _widest_bytes(block) -> int:
+    import tvm
+
+    return max((tvm.DataType(str(r.source.dtype)).bits // 8 for r in [*block.reads, *block.writes]), default=4)

@@ -1,0 +1,173 @@
+"""Int8 dot-product tensor intrinsics: which one a target has, registered so that schedules can tensorize with it.
+
+TVM 0.27 registers `dot_16x4_vnni` with operands LLVM 22 rejects: `llvm.x86.avx512.vpdpbusd.512` is declared
+`<16 x i32>(<16 x i32>, <64 x i8>, <64 x i8>)`, but TVM passes the two byte operands as `<16 x i32>`, so every
+tensorized candidate fails LLVM's verifier. qcompile registers the same description with the operands
+reinterpreted as 64 bytes (u8 activations broadcast four at a time, s8 weights packed [16][4]), under the name
+MetaSchedule's x86 rules look up.
+
+CUDA's `dp4a` is defined here too: TVM's own `dp4a_s8s8s32` wants both operands staged in shared memory, while
+qcompile's CUDA convolution schedule (`gpu_schedule`) reads the packed weights straight from global memory.
+
+Importing `tvm.s_tir.tensor_intrin` whole (every target's intrinsics, 15-80 s) is avoided: the x86 and CUDA ones
+are defined here, the ARM ones are loaded from their own module only, within `light_package()`.
+
+This is qcompile's one setup of TVM's process-wide state, done when a target asks for an intrinsic (`for_target`)
+and once per process: the registrations below, nothing else. The replaced `dot_16x4_vnni` computes what TVM's
+does (TVM's fails LLVM's verifier); TVM's own x86 module is loaded first, so that importing
+`tvm.s_tir.tensor_intrin` later, in code of the process that asks for it, finds the name taken and works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
+VNNI_LOCAL = "qcompile_dot_16x4_vnni_local"  # the same, summing into a local buffer (registers)
+ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
+DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
+DP4A_MIN_ARCH = 61  # __dp4a exists from sm_61 (Pascal) on
+
+
+def for_target(target) -> str | None:
+    """The int8 dot-product intrinsic the target's CPU has (None: no tensorized int8 path)."""
+    from tvm.target import codegen
+
+    if target.kind.name == "cuda":
+        arch = str(target.attrs.get("arch", ""))
+        if arch.startswith("sm_") and arch[3:].isdigit() and int(arch[3:]) >= DP4A_MIN_ARCH:
+            register_dp4a()
+            return DP4A
+        return None
+    if target.kind.name != "llvm":
+        return None
+    if codegen.target_has_features("avx512vnni", target):
+        register_vnni()
+        return VNNI
+    if codegen.target_has_features("dotprod", target):
+        register_arm()
+        return ARM_SDOT
+    return None
+
+
+@functools.cache
+def register_vnni() -> None:
+    _load_intrinsic_module("x86")  # TVM's own first: ours replace its broken VNNI intrinsic, not the other way
+    _register_vnni(VNNI, "global")
+    _register_vnni(VNNI_LOCAL, "local")
+
+
+def _register_vnni(name: str, scope: str) -> None:
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    TensorIntrin.register(name, desc, impl, override=True)
+
+
+@functools.cache
+def register_dp4a() -> None:
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "int8", offset_factor=1, align=4, scope="local"),
+        B: T.Buffer((4,), "int8", offset_factor=1, align=4),
+        C: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], B[0:4])
+            T.writes(C[0])
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vk = T.axis.remap("R", [k])
+                    C[0] = C[0] + T.cast(A[vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "int8", offset_factor=1, align=4, scope="local"),
+        B: T.Buffer((4,), "int8", offset_factor=1, align=4),
+        C: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], B[0:4])
+            T.writes(C[0])
+            C[0] = C[0] + T.call_pure_extern(
+                "int32", "__dp4a", A.vload([0], "int8x4"), B.vload([0], "int8x4"), T.int32(0))
+
+    TensorIntrin.register(DP4A, desc, impl, override=True)
+
+
+@functools.cache
+def register_arm() -> None:
+    _load_intrinsic_module("arm_cpu")
+
+
+def _load_intrinsic_module(name: str):
+    import importlib
+
+    with light_package():
+        return importlib.import_module(f"tvm.s_tir.tensor_intrin.{name}")
+
+
+@contextlib.contextmanager
+def light_package():
+    """Within: a stand-in for the `tvm.s_tir.tensor_intrin` package, so that its modules load one at a time and
+    importing the package itself is free; after: the real package for whoever imports it.
+
+    The package's __init__ loads every target's intrinsics (CUDA's alone take most of its 15-80 s).
+    MetaSchedule's TuneContext imports it: tuning runs within this."""
+    import sys
+    import types
+    from pathlib import Path
+
+    import tvm.s_tir
+
+    package = "tvm.s_tir.tensor_intrin"
+    if package in sys.modules:  # the real one, or a stand-in of an enclosing call
+        yield
+        return
+    stub = types.ModuleType(package)
+    stub.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+    sys.modules[package] = stub
+    try:
+        yield
+    finally:
+        if sys.modules.get(package) is stub:
+            del sys.modules[package]
+            if getattr(tvm.s_tir, "tensor_intrin", None) is stub:
+                del tvm.s_tir.tensor_intrin

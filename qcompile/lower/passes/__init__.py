@@ -1,0 +1,1 @@
+"""The lowering passes (layouts for the dot-product instructions), one per module; `lower/pipeline.py` declares their order."""

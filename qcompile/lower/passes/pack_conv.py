@@ -1,0 +1,167 @@
+"""Pack integer convolutions into the blocked layout the CPU's int8 dot-product instruction reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, topi
+from tvm.relax import PyExprMutator, expr_functor
+
+from ...ir import constant_value, op_name, rewrite_main
+from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, IC_BLOCK, PACK, UNPACK, calls_kernel
+
+
+@expr_functor.mutator
+class _Pack(PyExprMutator):
+    def __init__(self, mod, oc_block, depthwise_block):
+        super().__init__(mod)
+        self.oc_block, self.depthwise_block = oc_block, depthwise_block
+
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        if op_name(call) != "relax.nn.conv2d":
+            return call
+        data, weight = call.args
+        attrs = call.attrs
+        kernel = constant_value(weight)
+        if (kernel is None or str(attrs.out_dtype) != "int32"
+                or str(data.ty.dtype) not in ("uint8", "int8") or kernel.dtype != np.int8
+                or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
+            return call
+        out_channels, groups = kernel.shape[0], int(attrs.groups)
+        window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
+        if groups == 1:
+            block = input_block(kernel.shape[1], self.oc_block)
+            packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
+            acc = self.builder_.emit_te(_conv_blocked, packed, relax.const(pack_kernel(kernel, self.oc_block)),
+                                        *window, primfunc_name_hint=CONV_BLOCK)
+        elif self.depthwise_block and groups == out_channels == int(data.ty.shape[1]) and kernel.shape[1] == 1:
+            block = self.depthwise_block
+            packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
+            acc = self.builder_.emit_te(_depthwise_blocked, packed, relax.const(pack_depthwise_kernel(kernel, block)),
+                                        *window, primfunc_name_hint=DEPTHWISE_BLOCK)
+        else:
+            return call
+        return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
+
+
+def input_block(in_channels: int, oc_block: int) -> int:
+    """Channels per block of a packed conv's input: the convs' output block where the channels fill such blocks,
+    so that one conv's blocked output is the next one's input as it is (no re-blocking kernel between them),
+    else the dot product's 4."""
+    return oc_block if in_channels % oc_block == 0 and oc_block % IC_BLOCK == 0 else IC_BLOCK
+
+
+def pack_kernel(kernel: np.ndarray, oc_block: int) -> np.ndarray:
+    """OIHW int8 → [O/oc_block, I/4, H, W, 1, oc_block, 4], zero-padded: one dot-product operand per (o, i) block."""
+    out_channels, in_channels, kh, kw = kernel.shape
+    padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, IC_BLOCK), kh, kw), np.int8)
+    padded[:out_channels, :in_channels] = kernel
+    o, i = padded.shape[0] // oc_block, padded.shape[1] // IC_BLOCK
+    blocked = padded.reshape(o, oc_block, i, IC_BLOCK, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+    return np.ascontiguousarray(blocked.reshape(o, i, kh, kw, 1, oc_block, IC_BLOCK))
+
+
+def pack_depthwise_kernel(kernel: np.ndarray, block: int) -> np.ndarray:
+    """[C, 1, H, W] int8 → [C/block, H, W, block], zero-padded: the weights of `block` channels side by side."""
+    channels, _, kh, kw = kernel.shape
+    padded = np.zeros((_round_up(channels, block), kh, kw), np.int8)
+    padded[:channels] = kernel[:, 0]
+    return np.ascontiguousarray(padded.reshape(-1, block, kh, kw).transpose(0, 2, 3, 1))
+
+
+def to_blocked(data, block):
+    """NCHW → NCHW[block]c, channels zero-padded to a multiple of `block` (zero weights meet them)."""
+    n, c, h, w = data.shape
+    blocks = (int(c) + block - 1) // block
+    return te.compute(
+        (n, blocks, h, w, block),
+        lambda b, cb, y, x, ci: tvm.tirx.if_then_else(
+            cb * block + ci < c, data[b, cb * block + ci, y, x], tvm.tirx.const(0, data.dtype)),
+        name=PACK)
+
+
+def _window(data, kernel_hw, strides, padding, dilation):
+    """The blocked input zero-padded as `padding` says, the output's height and width, and an index function:
+    (output y, output x, kernel row, kernel column) → (input y, input x)."""
+    _, _, height, width, _ = data.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_hw, strides, dilation
+    top, left, bottom, right = padding
+    if any(padding):
+        data = topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name=CONV_PAD)
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    return data, out_h, out_w, lambda y, x, ry, rx: (y * sh + ry * dh, x * sw + rx * dw)
+
+
+def _conv_blocked(data, kernel, strides, padding, dilation):
+    """TOPI's conv2d_NCHWc_int8 compute, without its `schedule_rule` tag (MetaSchedule has no rule of that name
+    on CPUs and warns once per candidate batch, while its generic rules, with the intrinsic, do the work), and
+    with an input in blocks of any multiple of 4 channels: the reduction runs over groups of 4 input channels
+    whichever block holds them, so the loop nest, and the tensorized inner block, are those of NCHW4c."""
+    n = data.shape[0]
+    oc_chunks, ic_chunks, kh, kw, _, oc_block, _ = kernel.shape
+    groups = int(data.shape[-1]) // IC_BLOCK  # groups of 4 input channels in one block of the input
+    data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
+    ic, ry, rx, rc = (te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"),
+                      te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, IC_BLOCK), "rc"))
+    return te.compute(
+        (n, oc_chunks, out_h, out_w, oc_block),
+        lambda b, oc, y, x, ob: te.sum(
+            data[b, ic // groups, *at(y, x, ry, rx), ic % groups * IC_BLOCK + rc].astype("int32")
+            * kernel[oc, ic, ry, rx, 0, ob, rc].astype("int32"),
+            axis=[ry, rx, ic, rc]),
+        name=CONV_BLOCK)
+
+
+def _depthwise_blocked(data, kernel, strides, padding, dilation):
+    """Depthwise conv on NCHW[k]c: each output lane sums its own channel's window, so the k lanes of a block
+    are one vector of int32 sums (in NCHW the only vector axis is a row, 7 pixels on a 7×7 map)."""
+    n = data.shape[0]
+    chunks, kh, kw, block = kernel.shape
+    data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, chunks, out_h, out_w, block),
+        lambda b, c, y, x, k: te.sum(
+            data[b, c, *at(y, x, ry, rx), k].astype("int32") * kernel[c, ry, rx, k].astype("int32"), axis=[ry, rx]),
+        name=DEPTHWISE_BLOCK)
+
+
+def unpack(acc, channels):
+    """NCHW[k]c → NCHW, dropping the padding channels."""
+    n, _, h, w, block = acc.shape
+    return te.compute((n, channels, h, w), lambda b, c, y, x: acc[b, c // block, y, x, c % block],
+                      name=UNPACK)
+
+
+def unpacked(mutator: PyExprMutator, expr):
+    """(the blocked tensor, NCHW channel count) if `expr` is an unpack kernel's output, else None."""
+    while isinstance(expr, relax.Var) and mutator.lookup_binding(expr) is not None:
+        expr = mutator.lookup_binding(expr)  # through aliases (`lv1 = lv`) to the call
+    if not calls_kernel(expr, UNPACK):
+        return None
+    return expr.args[1].fields[0], int(expr.ty.shape[1])
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.PackConv")
+class PackConv:
+    """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
+    with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
+    (16 for VNNI, 4 for sdot), and its output in NCHW[k]c. In that layout the innermost block is exactly the
+    tensor intrinsic's operands, so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized. The
+    input is NCHW[k]c too where the channels fill k-blocks (each 4 bytes of a block are one dot-product operand),
+    so that a conv's output feeds the next conv without a re-blocking kernel; else NCHW4c.
+
+    With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
+    int32 sums); other grouped convs stay."""
+
+    def __init__(self, oc_block: int, depthwise_block: int | None = None):
+        self.oc_block, self.depthwise_block = oc_block, depthwise_block
+
+    def transform_module(self, mod, ctx):
+        return rewrite_main(_Pack(mod, self.oc_block, self.depthwise_block), mod)

@@ -1,0 +1,48 @@
+"""The lowering pipeline, declared as one `tvm.transform.Sequential`: an integer Relax graph → fused TIR kernels,
+packed for the target's int8 dot-product instruction, with fixed schedules on the kernels nothing is left to tune
+in. This is the form tuning extracts tasks from and records apply to. Run it under the target (`with target:`),
+through `qcompile.instrument.apply` for `--debug` timings and IR dumps."""
+
+from __future__ import annotations
+
+import tvm
+
+from ..targets import TargetSpec
+from . import intrinsics
+from .kernels import OUTPUT_LANES
+
+
+def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
+    from tvm import relax
+
+    from .passes.add_operand_boundary import AddOperandBoundary
+    from .passes.blocked_epilogue import BlockedEpilogue
+    from .passes.drop_repack import DropRepack
+    from .passes.matmul_as_conv import MatmulAsConv
+    from .passes.pack_conv import PackConv
+
+    passes = []
+    intrinsic = intrinsics.for_target(spec.tvm_target())
+    if intrinsic is not None:
+        lanes = OUTPUT_LANES[intrinsic]
+        # Phase 1: pack integer convs into the blocked layout the dot-product instruction reads
+        passes += [
+            MatmulAsConv(),  # an integer matmul against constant weights as a 1×1 conv, which gets packed
+            # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
+            PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None),
+            BlockedEpilogue(),  # requantize chains, residual adds, concats and max pools into the blocked layout
+            DropRepack(),  # an unpack followed by a pack: removed, or one re-blocking kernel
+        ]
+    # Phase 2: kernel boundaries (after packing, so that add operands are matched in the layout the kernels use)
+    passes += [
+        AddOperandBoundary(),  # a residual add's widening cast fuses into the add's kernel, not its producer's
+        relax.transform.EliminateCommonSubexpr(),  # a block's first conv and its shortcut each packed the input
+    ]
+    # Phase 3: TVM's legalization and fusion into TIR kernels
+    passes.append(relax.get_pipeline("zero"))
+    # Phase 4: fixed schedules for the kernels with nothing to tune (CPUs)
+    if spec.kind == "llvm":
+        from .cpu_schedule import ScheduleFixed
+
+        passes.append(ScheduleFixed())
+    return tvm.transform.Sequential(passes, name="qcompile.lower")

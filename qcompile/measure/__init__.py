@@ -1,0 +1,1 @@
+"""measure: accuracy (eval) and latency (bench) of built models, beside onnxruntime."""

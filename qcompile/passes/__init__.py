@@ -1,1 +1,0 @@
-"""qcompile's Relax passes, one per module; `pipeline.py` lists them in order."""

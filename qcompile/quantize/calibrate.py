@@ -1,0 +1,134 @@
+"""Calibration: statistics of every quantization point over real inputs, and the ranges each method picks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import QcompileError
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+BINS = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationConfig:
+    method: str = "percentile"
+    percentile: float = 99.99
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise QcompileError(f"calibration method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise QcompileError(f"percentile must be in (50, 100], got {self.percentile}")
+
+
+class TensorStats:
+    """Running min/max and a histogram of |x| whose range doubles as larger values arrive.
+
+    Memory is constant in the number of samples: BINS counts per tensor, whatever the data.
+    """
+
+    def __init__(self):
+        self.min = np.inf
+        self.max = -np.inf
+        self.hist = np.zeros(BINS, dtype=np.int64)
+        self.limit = 0.0  # the histogram covers [0, limit]
+        self.total = None  # running sum of samples (one tensor's size), for the mean bias correction needs
+        self.count = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        self.total = x.astype(np.float64) if self.total is None else self.total + x
+        self.count += 1
+        x = x.ravel()
+        if x.size == 0:
+            return
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+        magnitude = np.abs(x)
+        top = float(magnitude.max())
+        if self.limit == 0.0:
+            self.limit = top if top > 0 else 1e-8
+        while top > self.limit:  # merge pairs of bins: exact, no re-binning of past data needed
+            self.hist = self.hist.reshape(-1, 2).sum(axis=1)
+            self.hist = np.concatenate([self.hist, np.zeros(BINS // 2, dtype=np.int64)])
+            self.limit *= 2
+        counts, _ = np.histogram(magnitude, bins=BINS, range=(0.0, self.limit))
+        self.hist += counts
+
+    @property
+    def bin_width(self) -> float:
+        return self.limit / BINS
+
+
+def choose_range(stats: TensorStats, config: CalibrationConfig, levels: int) -> tuple[float, float]:
+    """The [lo, hi] to quantize a tensor over: minmax, or [min, max] clipped to a threshold on |x|."""
+    if stats.min == np.inf:
+        raise QcompileError("calibration saw no data for a quantization point")
+    if config.method == "minmax":
+        return stats.min, stats.max
+    if config.method == "percentile":
+        threshold = _percentile_threshold(stats, config.percentile)
+    elif config.method == "entropy":
+        threshold = _entropy_threshold(stats, levels)
+    else:
+        threshold = _mse_threshold(stats, levels)
+    return max(stats.min, -threshold), min(stats.max, threshold)
+
+
+def _percentile_threshold(stats: TensorStats, percentile: float) -> float:
+    cdf = np.cumsum(stats.hist) / stats.hist.sum()
+    index = int(np.searchsorted(cdf, percentile / 100.0))
+    return (min(index, BINS - 1) + 1) * stats.bin_width
+
+
+def _entropy_threshold(stats: TensorStats, levels: int) -> float:
+    """TensorRT's KL-divergence calibration: the threshold whose quantized distribution loses least information."""
+    hist = stats.hist.astype(np.float64)
+    # ReLU outputs are mostly exact zeros; that spike would dominate both distributions and make any clipping
+    # look cheap (NVIDIA's pytorch-quantization does the same)
+    hist[0] = hist[1]
+    best_kl, best_i = np.inf, BINS
+    for i in range(levels, BINS + 1, 16):
+        reference = hist[:i].copy()
+        reference[-1] += hist[i:].sum()  # clipped outliers collapse into the last bin
+        if reference.sum() == 0:
+            continue
+        # quantize the first i bins into `levels` buckets, spreading each bucket's mass over its non-empty bins
+        edges = np.linspace(0, i, levels + 1).astype(int)
+        candidate = np.zeros(i)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            chunk = hist[lo:hi]
+            nonzero = chunk > 0
+            if nonzero.any():
+                candidate[lo:hi][nonzero] = chunk.sum() / nonzero.sum()
+        kl = _kl_divergence(reference, candidate)
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return best_i * stats.bin_width
+
+
+def _kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q = q / q.sum() if q.sum() > 0 else q
+    mask = p > 0
+    if np.any(q[mask] == 0):
+        return np.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def _mse_threshold(stats: TensorStats, levels: int) -> float:
+    """The threshold minimizing expected squared error: rounding noise inside it, clipping error outside."""
+    centers = (np.arange(BINS) + 0.5) * stats.bin_width
+    thresholds = np.arange(1, BINS + 1)[BINS // 64:] * stats.bin_width
+    step = thresholds / levels
+    clip_err = np.maximum(centers[None, :] - thresholds[:, None], 0.0) ** 2
+    round_err = (step ** 2 / 12.0)[:, None] * (centers[None, :] <= thresholds[:, None])
+    errors = ((clip_err + round_err) * stats.hist[None, :]).sum(axis=1)
+    return float(thresholds[int(np.argmin(errors))])

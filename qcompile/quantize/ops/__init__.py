@@ -1,0 +1,7 @@
+"""Operator rules for quantization, one module per operator family, found through `registry.lookup`."""
+
+from . import concat, conv, elementwise, matmul, pooling, shape  # noqa: F401  (each registers its rules)
+from .context import QInput, RealizeContext
+from .registry import Role, Rule, all_rules, anchor_ops, lookup
+
+__all__ = ["QInput", "RealizeContext", "Role", "Rule", "all_rules", "anchor_ops", "lookup"]

@@ -1,0 +1,1 @@
+"""The quantization passes, one per module; `quantize/pipeline.py` declares their order."""

@@ -1,0 +1,183 @@
+"""Annotate: mark the activations and weights to quantize, as the operator rules in `qcompile.ops` decide."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tvm
+from tvm import relax
+from tvm.ir.expr import GenericConst
+from tvm.relax import PyExprMutator, expr_functor
+
+from .. import ops
+from ..ops import Role
+from ...ir import bias_of, clamp_of, op_name, rewrite_main
+from ..markers import QUANT_POINT, WEIGHT_POINT
+
+
+@dataclasses.dataclass(frozen=True)
+class Exclusions:
+    """Layers kept in FP32: by ONNX op type, or by ONNX node name (anchors: Conv, MatMul, Gemm)."""
+
+    op_types: frozenset = frozenset()
+    node_names: frozenset = frozenset()
+    anchor_names: dict = dataclasses.field(default_factory=dict)  # relax op → ONNX node names, in graph order
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.Annotate")
+class Annotate:
+    """Wrap each activation to quantize in a `qcompile.quant_point` marker (one id per set of shared
+    parameters) and each anchor's constant weight in a `qcompile.weight_point` marker (its channel axis).
+
+    Only the consumers that take the tensor quantized see the marker; float consumers keep the original.
+    """
+
+    def __init__(self, exclusions: Exclusions = Exclusions()):
+        self.exclusions = exclusions
+
+    def transform_module(self, mod, ctx):
+        requests, weights, classes, labels = _plan(mod["main"], self.exclusions)
+        return rewrite_main(_InsertMarkers(mod, requests, weights, classes, labels), mod)
+
+
+def _plan(func: relax.Function, exclusions: Exclusions):
+    """Decide, from consumers back to producers, which arguments of which bindings are quantized.
+
+    An anchor always takes quantized inputs; a merge or pass-through op only when its own output is
+    wanted quantized, so float regions (softmax, unknown ops) get no pointless quantize/dequantize.
+    A pass-through op's output shares its input's parameters (tied to the same point).
+    """
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    consumers = {}
+    for b in bindings:
+        for arg in _var_args(b.value):
+            consumers.setdefault(arg, []).append(b)
+    nodes = _onnx_nodes(bindings, exclusions.anchor_names)
+    excluded = {b.var for b in bindings if _is_excluded(b, nodes, exclusions)}
+    epilogue = _epilogues(bindings, consumers, excluded)
+
+    wanted, requests, weights, tie = set(), {}, {}, {}
+    for b in reversed(bindings):
+        call = b.value
+        rule = ops.lookup(op_name(call) or "")
+        if rule is None or b.var in epilogue or b.var in excluded:
+            continue
+        if rule.role is not Role.ANCHOR and b.var not in wanted:
+            continue
+        indices = rule.activations(call)
+        operands = rule.operands(call)
+        inputs = [operands[i] for i in indices]
+        if not inputs or not all(isinstance(x, relax.Var) for x in inputs):
+            continue
+        if rule.role is Role.ANCHOR:
+            w = rule.weights(call)
+            if not w or not all(isinstance(operands[i], GenericConst) for i in w):
+                continue
+            weights[b.var] = w
+        requests[b.var] = indices
+        wanted.update(inputs)
+        if rule.role is Role.PASS_THROUGH:
+            tie[b.var] = inputs[0]
+    producers = {b.var: b.value for b in bindings}
+    labels = {}
+    for x in sorted(wanted, key=lambda v: v.name):
+        label = _label(x, producers, nodes, epilogue)
+        labels[x] = label if label not in labels.values() else f"{label} ({x.name})"
+    return requests, weights, {x: _root(x, tie) for x in wanted}, labels
+
+
+def _root(var, tie):
+    while var in tie:
+        var = tie[var]
+    return var
+
+
+def _label(var, producers, nodes, epilogue) -> str:
+    """A name a user recognizes for a quantized tensor: the ONNX layer that produces it, where known."""
+    anchor = epilogue.get(var, var)
+    if anchor in nodes:
+        return nodes[anchor]
+    if var not in producers:
+        return f"input {var.name}"
+    return f"{(op_name(producers[var]) or 'value').removeprefix('relax.')} {var.name}"
+
+
+def _epilogues(bindings, consumers, excluded) -> dict:
+    """Bindings fused into the anchor before them (→ that anchor): one bias add, then clamps, each the sole consumer."""
+    fused = {}
+    for b in bindings:
+        rule = ops.lookup(op_name(b.value) or "")
+        if rule is None or rule.role is not Role.ANCHOR or b.var in excluded:
+            continue
+        var, bias_allowed = b.var, True
+        while len(consumers.get(var, [])) == 1:
+            nxt = consumers[var][0]
+            if bias_allowed and bias_of(nxt.value) is not None:
+                bias_allowed = False
+            elif clamp_of(nxt.value) is not None:
+                bias_allowed = False
+            else:
+                break
+            fused[nxt.var] = b.var
+            var = nxt.var
+    return fused
+
+
+def _onnx_nodes(bindings, anchor_names) -> dict:
+    """Anchor binding → ONNX node name: the importer emits one anchor per node, in graph order."""
+    nodes, seen = {}, {}
+    for b in bindings:
+        name = op_name(b.value)
+        if name not in anchor_names:
+            continue
+        ordinal = seen[name] = seen.get(name, -1) + 1
+        if ordinal < len(anchor_names[name]):
+            nodes[b.var] = anchor_names[name][ordinal]
+    return nodes
+
+
+def _is_excluded(binding, nodes, exclusions: Exclusions) -> bool:
+    rule = ops.lookup(op_name(binding.value) or "")
+    if rule is None:
+        return False
+    return bool(exclusions.op_types & set(rule.onnx_types)) or nodes.get(binding.var) in exclusions.node_names
+
+
+def _var_args(expr) -> list:
+    if not isinstance(expr, relax.Call):
+        return []
+    flat = []
+    for arg in expr.args:
+        flat.extend(arg.fields if isinstance(arg, relax.Tuple) else [arg])
+    return [a for a in flat if isinstance(a, relax.Var)]
+
+
+@expr_functor.mutator
+class _InsertMarkers(PyExprMutator):
+    def __init__(self, mod, requests, weights, classes, labels):
+        super().__init__(mod)
+        self.requests, self.weights, self.labels = requests, weights, labels
+        roots = list(dict.fromkeys(classes.values()))
+        self.point_id = {var: roots.index(root) for var, root in classes.items()}
+        self.markers = {}
+
+    def visit_var_binding_(self, binding):
+        if binding.var not in self.requests:
+            return super().visit_var_binding_(binding)
+        call = binding.value
+        rule = ops.lookup(op_name(call))
+        operands = rule.operands(call)
+        marked = {i: self._quant_point(operands[i]) for i in self.requests[binding.var]}
+        for i, axis in self.weights.get(binding.var, {}).items():
+            marked[i] = self.builder_.emit(relax.op.call_pure_packed(
+                WEIGHT_POINT, operands[i], relax.prim_value(axis), ty_args=[operands[i].ty]))
+        new_call = rule.with_operands(call, [marked.get(i, self.visit_expr(a)) for i, a in enumerate(operands)])
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        self.set_var_remap(binding.var, emit(new_call, binding.var.name))
+
+    def _quant_point(self, source):
+        if source not in self.markers:
+            self.markers[source] = self.builder_.emit(relax.op.call_pure_packed(
+                QUANT_POINT, self.visit_expr(source), relax.prim_value(self.point_id[source]),
+                tvm.ir.StringImm(self.labels[source]), ty_args=[source.ty]))
+        return self.markers[source]

@@ -1,0 +1,51 @@
+"""ExposeQuantPoints: drop the markers and return every marked activation as an extra output, for calibration."""
+
+import tvm
+from tvm import relax
+from tvm.relax import PyExprMutator, expr_functor
+
+from ..markers import QUANT_POINT, marker
+
+
+def quant_points(mod) -> list[tuple[int, str]]:
+    """(point id, label) of every quant_point marker in `main`, in order; tensors sharing parameters share an id."""
+    points = []
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            found = marker(b.value)
+            if found and found[0] == QUANT_POINT:
+                points.append((int(found[1][1]), found[1][2].value))
+    return points
+
+
+@expr_functor.mutator
+class _Unmark(PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.exposed = []
+
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        found = marker(call)
+        if found is None:
+            return call
+        kind, args = found
+        if kind == QUANT_POINT:
+            self.exposed.append(self.builder_.emit_output(args[0]))
+        return args[0]
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.ExposeQuantPoints")
+class ExposeQuantPoints:
+    """main(x) → (its outputs..., the value at each quant point marker, in the order of quant_points)."""
+
+    def transform_module(self, mod, ctx):
+        mutator = _Unmark(mod)
+        func = mutator.visit_expr(mod["main"])
+        seq = func.body
+        outputs = list(seq.body.fields) if isinstance(seq.body, relax.Tuple) else [seq.body]
+        results = outputs + mutator.exposed
+        new_func = relax.Function(func.params, relax.SeqExpr(seq.blocks, relax.Tuple(results)),
+                                  relax.TupleType([r.ty for r in results]), attrs=func.attrs)
+        mutator.builder_.update_func(mod.get_global_var("main"), new_func)
+        return relax.transform.Normalize()(mutator.builder_.get())

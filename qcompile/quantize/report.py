@@ -1,0 +1,123 @@
+"""The quantization report: error of every quantized tensor against FP32, operator counts, chosen scales."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+
+import numpy as np
+from tabulate import tabulate
+
+from ..ir import op_name
+from . import ops
+from .pipeline import realize_pipeline
+from .quantizer import Quantized, run_exposed
+
+
+@dataclasses.dataclass
+class PointError:
+    label: str
+    sqnr_db: float
+    cosine: float
+    scale: float
+    zero_point: int
+    dtype: str
+
+
+@dataclasses.dataclass
+class Report:
+    points: list[PointError]  # worst SQNR first
+    integer_anchors: int
+    float_anchors: int
+    ops_by_dtype: dict  # "integer"/"float" → Counter of op names
+    samples: int
+
+    def to_json(self) -> dict:
+        return {
+            "samples": self.samples,
+            "integer_anchors": self.integer_anchors,
+            "float_anchors": self.float_anchors,
+            "ops": {k: dict(v) for k, v in self.ops_by_dtype.items()},
+            "points": [dataclasses.asdict(p) for p in self.points],
+        }
+
+    def to_markdown(self) -> str:
+        integer = sum(self.ops_by_dtype["integer"].values())
+        floating = sum(self.ops_by_dtype["float"].values())
+        lines = [
+            "# qcompile quantization report",
+            "",
+            f"- conv/matmul layers in integer arithmetic: {self.integer_anchors}; left in FP32: {self.float_anchors}",
+            f"- operators with integer results: {integer}; with float results: {floating} "
+            f"({_op_list(self.ops_by_dtype['float'])})",
+            f"- error of each quantized tensor against FP32, fake-quantized graph, {self.samples} calibration samples; "
+            "worst first",
+            "",
+            tabulate([(p.label, f"{p.sqnr_db:.1f}", f"{p.cosine:.5f}", f"{p.scale:.6g}", p.zero_point, p.dtype)
+                      for p in self.points],
+                     headers=["tensor (producing layer)", "SQNR dB", "cosine", "scale", "zero point", "type"],
+                     tablefmt="github"),
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _op_list(counter) -> str:
+    return ", ".join(f"{name.removeprefix('relax.')} ×{n}" for name, n in counter.most_common())
+
+
+def build_report(quantized: Quantized, samples: list) -> Report:
+    """Each quantized tensor's error against FP32, measured on the fake-quantized graph (the realize pipeline
+    stopped before the integer kernels, the points still marked)."""
+    simulated = realize_pipeline(quantized.params, quantized.means, quantized.per_channel, simulate=True,
+                                 keep_markers=True)(quantized.annotated)
+    sums = np.zeros((len(quantized.points), 4))  # signal², noise², dot, |quantized|²
+    for reference, approx in zip(run_exposed(quantized.annotated, samples), run_exposed(simulated, samples)):
+        for i, (r, a) in enumerate(zip(reference, approx)):
+            r, a = r.astype(np.float64).ravel(), a.astype(np.float64).ravel()
+            sums[i] += [r @ r, (r - a) @ (r - a), r @ a, a @ a]
+    points = []
+    for (point, label), (signal, noise, dot, quant) in zip(quantized.points, sums):
+        p = quantized.params[point]
+        points.append(PointError(
+            label=label,
+            sqnr_db=float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
+            cosine=float(dot / np.sqrt(signal * quant)) if signal > 0 and quant > 0 else 1.0,
+            scale=float(p.scale), zero_point=int(p.zero_point), dtype=p.dtype,
+        ))
+    points.sort(key=lambda p: p.sqnr_db)
+    integer_anchors, float_anchors, by_dtype = count_ops(quantized.mod)
+    return Report(points, integer_anchors, float_anchors, by_dtype, len(samples))
+
+
+def count_ops(mod) -> tuple[int, int, dict]:
+    """(conv/matmul in integers, conv/matmul in float, {integer|float: Counter of op names}) of `main`."""
+    by_dtype = {"integer": collections.Counter(), "float": collections.Counter()}
+    integer_anchors = float_anchors = 0
+    anchors = ops.anchor_ops()
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            name = op_name(b.value)
+            if name is None or not hasattr(b.var.ty, "dtype"):
+                continue
+            is_int = str(b.var.ty.dtype).startswith(("int", "uint", "bool"))
+            by_dtype["integer" if is_int else "float"][name] += 1
+            if name in anchors:
+                operand = str(b.value.args[0].ty.dtype)
+                if operand in ("int8", "uint8"):
+                    integer_anchors += 1
+                else:
+                    float_anchors += 1
+    return integer_anchors, float_anchors, by_dtype
+
+
+def write(report: Report, path) -> list:
+    """Markdown at `path` and JSON beside it (same name, .json)."""
+    from pathlib import Path
+
+    path = Path(path)
+    json_path = path.with_suffix(".json")
+    path.write_text(report.to_markdown())
+    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return [path, json_path]

@@ -1,0 +1,1 @@
+"""Target presets, installed as the package data qcompile._presets."""

@@ -1,0 +1,137 @@
+"""Passes on small hand-written modules: each rewrite checked against its expected TVMScript, structurally."""
+
+import numpy as np
+import tvm
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from qcompile.lower.passes.matmul_as_conv import MatmulAsConv
+from qcompile.quantize import ops
+from qcompile.quantize.passes.lift_scalars import LiftScalars
+
+WEIGHT = np.arange(-12, 12, dtype=np.int8).reshape(4, 6)  # [K, N]
+
+
+def test_lift_scalars_makes_integer_constants_and_clamp_bounds_one_element_tensors():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8), "int32")) -> R.Tensor((1, 8), "int8"):
+            with R.dataflow():
+                a = R.add(x, R.const(3, "int32"))
+                c = R.clip(a, R.prim_value(-5), R.prim_value(7))
+                d = R.astype(c, "int8")
+                R.output(d)
+            return d
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 8), "int32")) -> R.Tensor((1, 8), "int8"):
+            with R.dataflow():
+                a = R.add(x, R.const([3], "int32"))
+                c = R.minimum(R.maximum(a, R.const([-5], "int32")), R.const([7], "int32"))
+                d = R.astype(c, "int8")
+                R.output(d)
+            return d
+
+    tvm.ir.assert_structural_equal(LiftScalars()(Before), Expected)
+
+
+def test_lift_scalars_leaves_float_arithmetic_alone():
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 8), "float32")) -> R.Tensor((1, 8), "float32"):
+            with R.dataflow():
+                a = R.add(x, R.const(3.0, "float32"))
+                R.output(a)
+            return a
+
+    tvm.ir.assert_structural_equal(LiftScalars()(Module), Module)
+
+
+def test_matmul_as_conv_rewrites_an_integer_matmul_against_constant_weights_as_a_1x1_conv():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 4), "uint8")) -> R.Tensor((2, 6), "int32"):
+            with R.dataflow():
+                y = R.matmul(x, R.const(WEIGHT), out_dtype="int32")
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((2, 4), "uint8")) -> R.Tensor((2, 6), "int32"):
+            with R.dataflow():
+                image = R.reshape(x, [2, 4, 1, 1])
+                acc = R.nn.conv2d(image, R.const(np.ascontiguousarray(WEIGHT.T).reshape(6, 4, 1, 1)),
+                                  out_dtype="int32")
+                y = R.reshape(acc, [2, 6])
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
+
+
+def test_matmul_as_conv_leaves_a_float_matmul():
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((2, 4), "float32")) -> R.Tensor((2, 6), "float32"):
+            with R.dataflow():
+                y = R.matmul(x, R.const(WEIGHT.astype(np.float32)))
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(MatmulAsConv()(Module), Module)
+
+
+def _first_call(mod):
+    return mod["main"].body.blocks[0].bindings[0].value
+
+
+def test_concat_rule_reads_and_rebuilds_its_tuple_operands():
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(a: R.Tensor((1, 2), "float32"), b: R.Tensor((1, 3), "float32")) -> R.Tensor((1, 5), "float32"):
+            with R.dataflow():
+                y = R.concat((a, b), axis=1)
+                R.output(y)
+            return y
+
+    call = _first_call(Module)
+    rule = ops.lookup("relax.concat")
+    operands = rule.operands(call)
+    assert [v.name for v in operands] == ["a", "b"] and rule.activations(call) == [0, 1]
+    rebuilt = rule.with_operands(call, operands)
+    assert rebuilt.op.same_as(call.op) and rebuilt.attrs.same_as(call.attrs)
+    tvm.ir.assert_structural_equal(rebuilt.args, call.args)
+
+
+def test_every_anchor_rule_knows_its_bias_correction_shift():
+    assert ops.anchor_ops() == {"relax.nn.conv2d", "relax.matmul"}
+    assert all(ops.lookup(op).mean_shift is not None for op in ops.anchor_ops())
+
+
+def test_conv_rule_shift_is_the_mean_input_through_the_weight_error():
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 4, 5, 5), "float32")) -> R.Tensor((1, 4, 3, 3), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(np.zeros((4, 2, 3, 3), np.float32)), groups=2)
+                R.output(y)
+            return y
+
+    rng = np.random.default_rng(0)
+    delta = rng.standard_normal((4, 2, 3, 3))
+    mean = rng.standard_normal((1, 4, 5, 5))
+    shift = ops.lookup("relax.nn.conv2d").mean_shift(_first_call(Module), delta, mean)
+    channel_mean = mean.mean(axis=(0, 2, 3))
+    # output channels 0-1 read input channels 0-1 (group 0), 2-3 read 2-3
+    expected = [delta[o].sum(axis=(1, 2)) @ channel_mean[2 * (o // 2):2 * (o // 2) + 2] for o in range(4)]
+    np.testing.assert_allclose(shift, expected, rtol=1e-12)

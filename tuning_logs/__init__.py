@@ -1,0 +1,1 @@
+"""Tuning records shipped with qcompile, installed as the package data qcompile._records (read-only)."""
