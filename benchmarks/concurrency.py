@@ -21,9 +21,14 @@ HERE = Path(__file__).resolve().parent
 
 
 def calls_per_second(call, threads: int, calls: int) -> float:
+    errors = []
+
     def worker():
-        for _ in range(calls // threads):
-            call()
+        try:
+            for _ in range(calls // threads):
+                call()
+        except Exception as err:  # noqa: BLE001 - raised below, in the measuring thread
+            errors.append(err)
 
     best = 0.0
     for _ in range(3):
@@ -33,6 +38,8 @@ def calls_per_second(call, threads: int, calls: int) -> float:
             w.start()
         for w in workers:
             w.join()
+        if errors:
+            raise errors[0]
         best = max(best, calls // threads * threads / (time.perf_counter() - start))
     return best
 
@@ -56,7 +63,7 @@ def main():
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="qcompile-concurrency-") as folder:
         for name, (model, calib, preprocess) in models.items():
-            library = Path(folder) / "model.so"
+            library = Path(folder) / f"{model.stem}.so"
             qcompile.build(model, library, calib=calib, calib_count=8, preprocess=preprocess)
             loaded = qcompile.load(library)
             x = np.random.default_rng(0).standard_normal(loaded.inputs[0].shape).astype(np.float32)

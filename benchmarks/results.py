@@ -18,6 +18,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GPU_HEADING = "## CUDA"
+# measured by their own scripts, on whatever machine ran them (each section says which); carried over
+VERIFICATION_HEADING, CONCURRENCY_HEADING = "## Build verification", "## Concurrent calls"
 ACCURACY_HEADING, LATENCY_HEADING = "## INT8 accuracy", "## Latency"
 
 
@@ -42,7 +44,9 @@ def main():
         _section(args.output, ACCURACY_HEADING, LATENCY_HEADING) if args.latency_only
         else _run("accuracy.py", "--shared", args.shared),
         _run("latency.py", "--shared", args.shared, "--repeat", args.repeat),
-        _section(args.output, GPU_HEADING),  # measured on a GPU machine, not here
+        _section(args.output, GPU_HEADING, VERIFICATION_HEADING),  # measured on a GPU machine, not here
+        _section(args.output, VERIFICATION_HEADING, CONCURRENCY_HEADING),  # benchmarks/verification.py
+        _section(args.output, CONCURRENCY_HEADING),  # benchmarks/concurrency.py
     ]
     with tempfile.NamedTemporaryFile("w", dir=args.output.parent, suffix=".md", delete=False) as out:
         out.write("\n".join(sections))

@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     verify = build.add_argument_group("verification (before anything is written)")
     verify.add_argument("--no-verify", action="store_true",
                         help="write the library without first running it beside onnxruntime's FP32 (by default an "
-                             "FP32 build must agree within 1e-4 of each output's range, an INT8 build keep each "
+                             "FP32 build must agree within 1e-3 of each output's range, an INT8 build keep each "
                              "output's cosine above 0.9, or nothing is written; cross and CUDA builds are verified "
                              "only where they run)")
     verify.add_argument("--verify-data", type=Path, metavar="DIR|FILE",
@@ -556,8 +556,11 @@ def _inspect(args) -> int:
     missing = [op for op, _ in counts if op not in supported]
     failure = None
     if not missing:  # every operator has a converter: whether the model imports as a whole is what counts
+        from .frontend.fold import fold_shapes
+
         try:
-            importer.to_relax(model, importer.static_inputs(model, parse_input_shapes(args.input_shape)))
+            inputs = importer.static_inputs(model, parse_input_shapes(args.input_shape))
+            importer.to_relax(fold_shapes(model, inputs), inputs)
         except QcompileError as err:
             failure = err.render(OPTION_FLAGS)
     converted = "yes" if failure is None else "yes*"

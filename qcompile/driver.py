@@ -16,12 +16,14 @@ from .data import calibdata
 from .data.calibdata import DataSource
 from .errors import QcompileError
 from .frontend import importer
+from .frontend.fold import fold_shapes
 from .frontend.importer import TensorSig
 from .lower import compiler
 from .progress import SILENT, Reporter
 from .quantize.pipeline import qdq_import_pipeline
 from .quantize.quantizer import QuantConfig, Quantized
 from .runtime import artifact, verify
+from .runtime.deploy import emulate
 from .runtime.verify import VerifyConfig
 from .targets import TargetSpec
 from .tune import records
@@ -135,32 +137,38 @@ def verify_build(request: CompileRequest, library: Path, sidecar: artifact.Sidec
     if elsewhere is not None:
         reporter.note(f"not verified: {elsewhere}")
         return {"verified": False, "reason": elsewhere}
-    import tvm
-
     samples, described = _verification_inputs(request, sidecar.inputs, config, data)
-    with reporter.step(f"verifying the build against onnxruntime on {len(samples)} {described}"):
-        model = artifact.CompiledModel(tvm.runtime.load_module(str(library)), sidecar, name="the build")
-        ours = [model(*sample) for sample in samples]
-        reference = verify.onnxruntime_outputs(request.model, [s.name for s in sidecar.inputs], samples)
+    emulated = request.target.kind == "llvm" and request.target.is_cross
+    how = f"under {emulate.QEMU}" if emulated else "here"
+    with reporter.step(f"verifying the build ({how}) against onnxruntime on {len(samples)} {described}"):
+        if emulated:
+            ours = emulate.run(library, request.target, samples, len(sidecar.outputs), reporter)
+        else:
+            import tvm
+
+            model = artifact.CompiledModel(tvm.runtime.load_module(str(library)), sidecar, name="the build")
+            ours = [model(*sample) for sample in samples]
+        reference = verify.onnxruntime_outputs(request.model, [s.name for s in sidecar.inputs], samples,
+                                               as_written=sidecar.precision == "int8-qdq")
     figures = verify.compare(ours, reference, [s.name for s in sidecar.outputs])
     why = verify.failure(figures, "fp32" if sidecar.precision == "fp32" else "int8", config)
     if why is not None:
         raise QcompileError(f"the build does not compute the model: {why}; nothing was written "
                             f"({{no_verify}} writes it anyway)")
-    result = {"verified": True, "samples": len(samples), "inputs": described, "outputs": figures}
+    result = {"verified": True, "samples": len(samples), "inputs": described, "outputs": figures, "ran": how}
     reporter.note(verify.summary(result))
     return result
 
 
 def _runs_elsewhere(target: TargetSpec) -> str | None:
-    """Why a build for `target` cannot be run here, or None."""
+    """Why a build for `target` cannot be run here, natively or emulated, or None."""
     import tvm
 
     if target.kind == "cuda" and not tvm.cuda(0).exist:
         return "built for CUDA, and this machine has no CUDA GPU"
-    triple = str(target.target.get("mtriple", "x86_64"))
-    if target.kind == "llvm" and not triple.startswith("x86_64"):
-        return f"built for {triple}, which runs elsewhere"
+    if target.kind == "llvm" and target.is_cross:
+        missing = emulate.unavailable(target)
+        return None if missing is None else f"built for {target.target.get('mtriple')}, and {missing}"
     return None
 
 
@@ -243,6 +251,7 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
     with reporter.step(f"loading {request.model.name}"):
         model = importer.load(request.model)
         inputs = importer.static_inputs(model, request.input_shapes)
+        model = fold_shapes(model, inputs)
     precision, quantized, samples = request.precision, None, None
     calibrating = precision == "int8" and not is_prequantized(model)
     if calibrating:  # read and checked before the expensive work

@@ -98,6 +98,18 @@ def run_cli(*args) -> int:
     return main([str(a) for a in args])
 
 
+def fails_cleanly(capsys, tmp_path, *args, code=2) -> str:
+    """Run a qcompile command writing into tmp_path/out.so: one line on stderr, exit `code`, nothing written."""
+    output = tmp_path / "out.so"
+    assert run_cli(*args, "-o", output, "-q") == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("qcompile: error: "), err
+    assert "Traceback" not in err
+    assert not output.exists() and not output.with_suffix(".json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".qcompile-")] == []
+    return err
+
+
 def build_shared_models(out: Path, options) -> dict[str, Path]:
     """Build every shared model into `out` with the x86 preset and `options(name, out)`: name → library."""
     libraries = {}

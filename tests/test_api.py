@@ -68,3 +68,16 @@ def test_loading_intrinsics_leaves_the_process_as_it_was():
     # no stand-in for TVM's intrinsics package is left behind (importing it gives the real one), no thread
     # setting and no logger level
     assert out.split() == ["False", "False", "0"]
+
+
+def test_a_library_rebuilt_at_the_same_path_loads_as_rebuilt(tmp_path):
+    from test_frontend import _reshape_by_computed_shape
+
+    library = tmp_path / "model.so"
+    qcompile.build(EXAMPLE_MODEL, library, precision="fp32")
+    first = qcompile.load(library)
+    # the dynamic loader would hand back the first library for this path: another model now lives there
+    qcompile.build(_reshape_by_computed_shape(tmp_path / "other.onnx"), library, precision="fp32")
+    second = qcompile.load(library)
+    assert second(np.zeros((1, 8, 4, 4), np.float32))[0].shape == (1, 3)
+    assert first(np.zeros((1, 3, 32, 32), np.float32))[0].shape == (1, 10)

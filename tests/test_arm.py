@@ -1,5 +1,6 @@
 """Cross-compiled ARM builds run under qemu-aarch64 through the deploy kit, and match the x86 build."""
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,6 +89,14 @@ def test_deploy_kit_holds_runtime_runner_and_readme(mobilenet_builds):
     assert elf_header[:4] == b"\x7fELF" and int.from_bytes(elf_header[18:20], "little") == 183  # EM_AARCH64
     readme = (kit / "README.md").read_text()
     assert "glibc" in readme and "pip install apache-tvm==" in readme
+
+
+@pytest.mark.parametrize("name", ["rpi4_fp32", "rpi5_int8"])
+def test_arm_builds_were_verified_under_qemu_before_they_were_written(mobilenet_builds, name):
+    verification = json.loads((mobilenet_builds[name] / "model.json").read_text())["verification"]
+    assert verification["verified"] and "qemu" in verification["ran"]
+    (probs,) = verification["outputs"]
+    assert probs["cosine"] > (0.9999 if name.endswith("fp32") else 0.99)
 
 
 def test_loading_an_arm_library_on_x86_says_why_it_cannot_run(mobilenet_builds):

@@ -12,20 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qcompile
-from conftest import EXAMPLE_MODEL, EXAMPLE_SAMPLES, run_cli
+from conftest import EXAMPLE_MODEL, EXAMPLE_SAMPLES, fails_cleanly, run_cli
 from qcompile.runtime import verify
-
-
-def fails_cleanly(capsys, tmp_path, *args, code=2) -> str:
-    """Run a qcompile command writing into tmp_path/out.so: one line on stderr, exit `code`, nothing written."""
-    output = tmp_path / "out.so"
-    assert run_cli(*args, "-o", output, "-q") == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("qcompile: "), err
-    assert "Traceback" not in err
-    assert not output.exists() and not output.with_suffix(".json").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".qcompile-")] == []
-    return err
 
 
 def calibration_with(tmp_path, value, at=(3, 0, 1, 5, 7)) -> str:
@@ -184,7 +172,7 @@ def test_a_build_that_disagrees_with_onnxruntime_is_not_written(capsys, tmp_path
     # a wrong lowering or calibration, simulated by distorting the reference the build is checked against
     reference = verify.onnxruntime_outputs
     monkeypatch.setattr(verify, "onnxruntime_outputs",
-                        lambda *a: [[distort(o) for o in outputs] for outputs in reference(*a)])
+                        lambda *a, **kw: [[distort(o) for o in outputs] for outputs in reference(*a, **kw)])
     err = fails_cleanly(capsys, tmp_path, "build", EXAMPLE_MODEL, "--precision", precision,
                         "--calib", EXAMPLE_SAMPLES, "--calib-count", 8)
     assert "the build does not compute the model" in err and message in err and "--no-verify" in err

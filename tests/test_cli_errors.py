@@ -4,21 +4,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import EXAMPLE_MODEL, run_cli
+from conftest import EXAMPLE_MODEL, fails_cleanly, run_cli
 
 
 def build_fails(capsys, tmp_path, *args, precision="fp32") -> str:
     """Run `qcompile build`, expecting a clean failure; return its one line of stderr."""
-    output = tmp_path / "out.so"
-    args = (*args, "--precision", precision)
-    code = run_cli("build", *args, "-o", output, "-q")
-    err = capsys.readouterr().err
-    assert code != 0
-    assert err.count("\n") == 1 and err.startswith("qcompile: error: "), err
-    assert "Traceback" not in err
-    assert not output.exists() and not output.with_suffix(".json").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".qcompile-")] == []
-    return err
+    return fails_cleanly(capsys, tmp_path, "build", *args, "--precision", precision)
 
 
 def save(model: onnx.ModelProto, path):

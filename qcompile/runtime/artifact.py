@@ -237,10 +237,28 @@ def _flatten(result):
     return [t for item in result for t in _flatten(item)]
 
 
-def load(library: str | Path) -> CompiledModel:
-    """Load a library written by `qcompile build` (its .json sidecar beside it)."""
+_LOADED: dict[str, tuple] = {}  # path → (mtime, size, inode) of the file the dynamic loader loaded from it
+
+
+def _load_module(library: Path):
+    """`tvm.runtime.load_module`, of the file as it is now. The dynamic loader hands back the library it already
+    loaded from a path, even after the file there was replaced (a rebuild): the new sidecar would then describe the
+    old code. A file at a path loaded before is loaded from a copy of its own, removed once loaded."""
     import tvm
 
+    key = str(library.resolve())
+    stat = library.stat()
+    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if _LOADED.setdefault(key, signature) == signature:
+        return tvm.runtime.load_module(key)
+    with tempfile.TemporaryDirectory(prefix="qcompile-load-") as folder:
+        copy = Path(folder) / library.name
+        shutil.copy2(library, copy)
+        return tvm.runtime.load_module(str(copy))
+
+
+def load(library: str | Path) -> CompiledModel:
+    """Load a library written by `qcompile build` (its .json sidecar beside it)."""
     library = Path(library)
     if not library.is_file():
         raise QcompileError(f"library not found: {library}")
@@ -250,7 +268,7 @@ def load(library: str | Path) -> CompiledModel:
     if cuda:
         _cuda_compiler(sidecar.target["arch"])
     try:
-        module = tvm.runtime.load_module(str(library))
+        module = _load_module(library)
     except RuntimeError as err:
         if not cuda:
             raise

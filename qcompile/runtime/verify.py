@@ -21,7 +21,10 @@ class VerifyConfig:
 
     enabled: bool = True
     samples: int = 4  # inputs run through both engines
-    fp32_tolerance: float = 1e-4  # FP32: |ours - onnxruntime| ≤ this × the output's largest |value| (+ 1e-6)
+    # FP32: |ours - onnxruntime| ≤ this × the output's largest |value| (+ 1e-6). Summation order alone moves a deep
+    # network's outputs by ~1e-4 of their range (onnxruntime against itself with and without its graph
+    # optimizations: 2.5e-4 on PP-OCRv4's detection map); a wrong lowering moves them by far more
+    fp32_tolerance: float = 1e-3
     int8_min_cosine: float = 0.9  # INT8: every output's cosine to onnxruntime's FP32 at least this
 
     def __post_init__(self):
@@ -89,16 +92,19 @@ def summary(verification: dict) -> str:
         if "top1_agreement" in f:
             text += f", top-1 agreement {f['top1_agreement']:.2f}"
         parts.append(text)
-    return f"verified against onnxruntime FP32 on {verification['samples']} {verification['inputs']}: " + "; ".join(parts)
+    where = " (run under qemu)" if "qemu" in verification.get("ran", "") else ""
+    return (f"verified{where} against onnxruntime FP32 on {verification['samples']} {verification['inputs']}: "
+            + "; ".join(parts))
 
 
-def onnxruntime_outputs(model_path, names: list[str], samples) -> list[list[np.ndarray]]:
-    """onnxruntime's outputs of the ONNX file on each sample, its graph run as written: its fused kernels would not
-    be a reference on every CPU (on AVX2 without VNNI its u8×s8 kernels saturate int16 sums, which matters for a
-    model already quantized to QDQ)."""
+def onnxruntime_outputs(model_path, names: list[str], samples, as_written: bool = False) -> list[list[np.ndarray]]:
+    """onnxruntime's outputs of the ONNX file on each sample. `as_written`: its graph optimizations off, for a
+    model already quantized (QDQ): its fused u8×s8 kernels are no reference on every CPU (on AVX2 without VNNI
+    they saturate int16 sums)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if as_written:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     return [session.run(None, dict(zip(names, sample))) for sample in samples]

@@ -1,0 +1,78 @@
+"""The frontend: shape computations folded so that TVM imports what onnxruntime runs."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import qcompile
+from conftest import EXAMPLE_MODEL, run_cli
+from qcompile.frontend import importer
+from qcompile.frontend.fold import fold_shapes
+
+
+def _reshape_by_computed_shape(path):
+    """x [1, 8, 4, 4] → GlobalAveragePool → Reshape to [batch, channels] where the shape is computed from x as
+    Shape → Gather → Concat (as PaddleOCR's exports write it), then a MatMul."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "w")]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Gather", ["shape", "one"], ["channels"], axis=0),
+        helper.make_node("Concat", ["batch", "channels"], ["new_shape"], axis=0),
+        helper.make_node("Reshape", ["pooled", "new_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "computed_shape", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                      ["N", 8, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_reshape_to_a_computed_shape_builds_and_matches_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    path = _reshape_by_computed_shape(tmp_path / "computed.onnx")
+    assert run_cli("build", path, "--precision", "fp32", "-o", tmp_path / "computed.so", "-q") == 0
+    x = np.random.default_rng(1).standard_normal((1, 8, 4, 4)).astype(np.float32)
+    (ours,) = qcompile.load(tmp_path / "computed.so")(x)
+    (theirs,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_folding_removes_the_shape_computation_and_keeps_the_file_hash(tmp_path):
+    model = importer.load(_reshape_by_computed_shape(tmp_path / "computed.onnx"))
+    folded = fold_shapes(model, importer.static_inputs(model, {}))
+    ops = [n.op_type for n in folded.proto.graph.node]
+    assert "Shape" not in ops and "Gather" not in ops and "Reshape" in ops
+    assert folded.sha256 == model.sha256  # tuning records are keyed by the file
+
+
+def test_a_model_without_shape_computations_is_imported_as_it_is():
+    model = importer.load(EXAMPLE_MODEL)
+    assert fold_shapes(model, importer.static_inputs(model, {})) is model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shape", [("ch_ppocr_mobile_v2.0_cls_infer.onnx", "1x3x48x192"),
+                                         ("ch_PP-OCRv4_rec_infer.onnx", "1x3x48x320")])
+def test_the_pp_ocr_models_import_and_match_onnxruntime_in_fp32(name, shape, tmp_path):
+    import onnxruntime as ort
+
+    from conftest import MODELS
+
+    library = tmp_path / "model.so"
+    assert run_cli("build", MODELS / name, "--precision", "fp32", "--input-shape", f"x:{shape}", "-o", library,
+                   "-q") == 0
+    x = np.random.default_rng(2).uniform(-1, 1, [int(d) for d in shape.split("x")]).astype(np.float32)
+    (ours,) = qcompile.load(library)(x)
+    (theirs,) = ort.InferenceSession(str(MODELS / name), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    # relative to the output's range: summation order alone moves it by ~1e-5 here
+    assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
