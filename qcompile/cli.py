@@ -119,8 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-verify", action="store_true",
                         help="write the library without first running it beside onnxruntime's FP32 (by default an "
                              "FP32 build must agree within 1e-3 of each output's range, an INT8 build keep each "
-                             "output's cosine above 0.9, or nothing is written; cross and CUDA builds are verified "
-                             "only where they run)")
+                             "output's cosine above 0.9, or nothing is written; aarch64 builds run under qemu for it "
+                             "where qemu is installed, CUDA builds only where a GPU is)")
     verify.add_argument("--verify-data", type=Path, metavar="DIR|FILE",
                         help="inputs to verify on, as for --calib (default: calibration samples the calibration "
                              "did not use, else random inputs)")

@@ -300,15 +300,19 @@ def quantize_module(mod, model: importer.OnnxModel, samples, config: QuantConfig
 
 
 def _output_sigs(mod, model: importer.OnnxModel) -> list[TensorSig]:
-    """Output shapes as Relax inferred them from the static inputs, named as in the ONNX graph."""
-    from tvm import relax
+    """Output shapes as Relax inferred them from the static inputs, named as in the ONNX graph; a dimension known
+    only at run time (NonMaxSuppression's count) is None, as is the whole shape where Relax knows no rank."""
+    from tvm import relax, tirx
 
     ret = mod["main"].ret_ty
     infos = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
-    return [
-        TensorSig(onnx_sig.name, tuple(int(d) for d in info.shape), str(info.dtype))
-        for onnx_sig, info in zip(model.outputs, infos)
-    ]
+    sigs = []
+    for onnx_sig, info in zip(model.outputs, infos):
+        shape = getattr(info, "shape", None)
+        dims = onnx_sig.shape if shape is None else tuple(int(d) if isinstance(d, tirx.IntImm) else None
+                                                          for d in shape)
+        sigs.append(TensorSig(onnx_sig.name, tuple(dims), str(getattr(info, "dtype", onnx_sig.dtype))))
+    return sigs
 
 
 def _versions() -> dict:

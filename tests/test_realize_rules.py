@@ -201,3 +201,39 @@ def test_a_requantize_far_beyond_the_output_range_saturates():
         return q(dq(xv, 1.0, 0), 1e-8, 0, "int8")
 
     np.testing.assert_array_equal(realize_and_run(build, {"x": x}), [[-128, -128, 0, 127, 127]])
+
+
+LOOKUP_CASES = [  # (op, function, input dtype, input scale and zero point, output scale and zero point)
+    (R.sigmoid, lambda x: 1 / (1 + np.exp(-x)), "uint8", (0.06, 120), (1 / 255, 0)),
+    (R.tanh, np.tanh, "int8", (0.03, 0), (1 / 127, 0)),
+    (R.nn.gelu, lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))), "uint8", (0.05, 100),
+     (0.03, 10)),
+    (R.exp, np.exp, "int8", (0.02, 0), (0.06, 0)),  # e^x past 7.6 saturates at the output's top code
+]
+
+
+@pytest.mark.parametrize("op, function, dtype, x_params, out_params", LOOKUP_CASES,
+                         ids=["sigmoid", "tanh", "gelu", "exp"])
+def test_a_unary_nonlinearity_on_8_bits_is_a_table_within_one_step_of_the_float_function(op, function, dtype,
+                                                                                            x_params, out_params):
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    codes = np.arange(lo, hi + 1).astype(dtype).reshape(1, -1)  # every input code once
+    out_dtype = "uint8" if out_params[1] else "int8"
+    got = realize_and_run(lambda bb, x: q(op(dq(x, *x_params)), *out_params, out_dtype), {"x": codes})
+    real = function((codes.astype(np.float64) - x_params[1]) * x_params[0])
+    q_lo, q_hi = (0, 255) if out_dtype == "uint8" else (-128, 127)
+    expected = np.clip(np.round(real / out_params[0]) + out_params[1], q_lo, q_hi)
+    assert got.dtype == np.dtype(out_dtype)
+    assert np.abs(got.astype(np.int64) - expected).max() <= 1  # ties may round either way
+
+
+def test_a_lookup_table_replaces_the_float_function():
+    codes = np.arange(256).astype("uint8").reshape(1, -1)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(codes.shape, "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(q(R.sigmoid(dq(x, 0.05, 128)), 1 / 255, 0, "uint8"))
+        bb.emit_func_output(out)
+    _, _, ops = count_ops(Realize()(bb.get()))
+    assert "relax.sigmoid" not in ops["float"] and ops["integer"]["relax.take"] == 1
