@@ -10,6 +10,8 @@ marked scheduled, so tuning skips them and builds reuse the rule.
 
 from __future__ import annotations
 
+from .kernels import CONV_PAD, DEPTHWISE_BLOCK, PACK, POOL_BLOCK, POOL_PAD, UNPACK
+
 VECTOR_BYTES = 64  # one AVX-512 register
 MAX_VECTOR_LOOP = 256  # longest loop vectorized whole (LLVM splits it into registers)
 _SPATIAL = 0  # IterVar.DataPar
@@ -81,7 +83,6 @@ def _layout_change(sch, block, loops) -> bool:
     gathers bytes one by one (0.3-0.7 ms a kernel on MobileNet, a third of its INT8 time). Here the loops follow
     the tile instead: rows in parallel, the channel lanes and (unpacking) a row segment as long as a channel block
     unrolled, which LLVM compiles to code 3-8× faster (measured per kernel on MobileNet)."""
-    from .kernels import PACK, UNPACK
 
     name = sch.get(block).name_hint
     if name == PACK and len(loops) == 5:
@@ -130,8 +131,8 @@ def _blocked_pool(sch, blocks) -> bool:
     The window's max runs per vector of k lanes, rows in parallel: nothing is left to tune."""
     *pads, block = blocks
     loops = sch.get_loops(block)
-    if (sch.get(block).name_hint != "pool_max" or len(loops) != 7
-            or any(sch.get(pad).name_hint != "pad_temp" for pad in pads)):
+    if (sch.get(block).name_hint != POOL_BLOCK or len(loops) != 7
+            or any(sch.get(pad).name_hint != POOL_PAD for pad in pads)):
         return False
     for pad in pads:
         sch.compute_inline(pad)
@@ -154,7 +155,6 @@ def _blocked_depthwise(sch, blocks) -> bool:
     segment of such vectors is accumulated in registers over the unrolled window, then requantized and stored
     before the next segment. MetaSchedule found schedules from 1× to 5× slower than this one for MobileNet's
     depthwise convs within its 30-minute budget (~16-32 candidates each), so they are no longer tuned."""
-    from .kernels import DEPTHWISE_BLOCK
 
     names = [sch.get(block).name_hint for block in blocks]
     if names.count(DEPTHWISE_BLOCK) != 1:
@@ -163,7 +163,7 @@ def _blocked_depthwise(sch, blocks) -> bool:
     conv, pads, epilogue = blocks[at], blocks[:at], blocks[at + 1:]
     loops = sch.get_loops(conv)
     out_shape = [int(d) for d in sch.get(conv).writes[0].source.shape]
-    if (len(loops) != 7 or any(name != "data_pad" for name in names[:at])
+    if (len(loops) != 7 or any(name != CONV_PAD for name in names[:at])
             or any(iv.iter_type != _SPATIAL for block in epilogue for iv in sch.get(block).iter_vars)
             or (epilogue and [int(d) for d in sch.get(epilogue[-1]).writes[0].source.shape] != out_shape)):
         return False
