@@ -548,9 +548,7 @@ def _inspect(args) -> int:
     supported = importer.supported_ops()
     quantizable = {t for rule in ops.all_rules() for t in rule.onnx_types}
     print(f"{args.model}  (opset {model.opset}, sha256 {model.sha256[:12]})\n")
-    rows = [("input", s.name, _dims(s.shape), s.dtype) for s in model.inputs]
-    rows += [("output", s.name, _dims(s.shape), s.dtype) for s in model.outputs]
-    print(tabulate(rows, headers=["", "name", "shape", "dtype"], tablefmt="github"))
+    print(_signature_table(model.inputs, model.outputs))
     print()
     counts = sorted(model.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
     missing = [op for op, _ in counts if op not in supported]
@@ -576,16 +574,12 @@ def _inspect(args) -> int:
 
 
 def _inspect_library(library: Path) -> int:
-    from tabulate import tabulate
-
     from .runtime import artifact
     from .runtime.verify import summary
 
     sidecar = artifact.read_sidecar(library)
     print(f"{library}  ({sidecar.precision}, target {sidecar.target_name}: {json.dumps(sidecar.target)})\n")
-    rows = [("input", s.name, _dims(s.shape), s.dtype) for s in sidecar.inputs]
-    rows += [("output", s.name, _dims(s.shape), s.dtype) for s in sidecar.outputs]
-    print(tabulate(rows, headers=["", "name", "shape", "dtype"], tablefmt="github"))
+    print(_signature_table(sidecar.inputs, sidecar.outputs))
     tuned = "no records" if sidecar.tuned_kernels is None else "{} of {}".format(*sidecar.tuned_kernels)
     print(f"\nkernels tuned: {tuned}; model sha256 {sidecar.model_sha256[:12]}")
     if sidecar.verification is not None:
@@ -601,6 +595,14 @@ def _targets(args) -> int:
     rows = [(s.name, s.description, s.key()) for s in targets.load_presets()]
     print(tabulate(rows, headers=["preset", "description", "TVM target"], tablefmt="github"))
     return 0
+
+
+def _signature_table(inputs, outputs) -> str:
+    from tabulate import tabulate
+
+    rows = [("input", s.name, _dims(s.shape), s.dtype) for s in inputs]
+    rows += [("output", s.name, _dims(s.shape), s.dtype) for s in outputs]
+    return tabulate(rows, headers=["", "name", "shape", "dtype"], tablefmt="github")
 
 
 def _dims(shape) -> str:

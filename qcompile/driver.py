@@ -94,24 +94,24 @@ def _check_writable(path: Path) -> None:
 
 
 @dataclasses.dataclass
-class Compiled:
-    """A compiled model, before it is written: the executable, its sidecar, and (quantized builds) what the
-    quantizer computed, for the report."""
-
-    executable: object  # relax.Executable
-    sidecar: artifact.Sidecar
-    quantized: Quantized | None = None
-    samples: list | None = None  # the calibration samples
-
-
-@dataclasses.dataclass
 class Lowered:
-    """A model imported and quantized: the Relax module to compile, and the sidecar that will describe it."""
+    """A model imported and quantized: the Relax module to compile, the sidecar that will describe it, and
+    (quantized builds) what the quantizer computed and the calibration samples, for the report."""
 
     mod: object
     sidecar: artifact.Sidecar
     quantized: Quantized | None = None
     samples: list | None = None
+
+
+@dataclasses.dataclass
+class Compiled:
+    """A compiled model, before it is written: the executable and its sidecar (the lowered one's, with the tuned
+    kernels counted), and what it was compiled from."""
+
+    executable: object  # relax.Executable
+    sidecar: artifact.Sidecar
+    lowered: Lowered
 
 
 def build(request: CompileRequest, emit_request: EmitRequest, reporter: Reporter = SILENT) -> artifact.Sidecar:
@@ -197,11 +197,12 @@ def emit(compiled: Compiled, request: EmitRequest, target: TargetSpec, reporter:
     with reporter.step(f"exporting {request.output}"):
         sidecar = artifact.write(lambda path: compiler.export_library(compiled.executable, target, path),
                                  compiled.sidecar, request.output, verified)
-    if request.report is not None and compiled.quantized is not None:
+    quantized = compiled.lowered.quantized
+    if request.report is not None and quantized is not None:
         from .quantize import report
 
         with reporter.step(f"measuring quantization error for {request.report}"):
-            written = report.write(report.build_report(compiled.quantized, compiled.samples[:8]), request.report)
+            written = report.write(report.build_report(quantized, compiled.lowered.samples[:8]), request.report)
         reporter.note("wrote " + " and ".join(str(p) for p in written))
     if request.bundle is not None:
         from .runtime.deploy.bundle import write_bundle
@@ -222,7 +223,7 @@ def compile_model(request: CompileRequest, reporter: Reporter = SILENT) -> Compi
             sidecar = dataclasses.replace(sidecar, tuned_kernels=[found, total])
             reporter.note(f"tuning records: {found} of {total} kernels tuned")
         executable = compiler.compile_kernels(kernels, request.target)
-    return Compiled(executable, sidecar, lowered.quantized, lowered.samples)
+    return Compiled(executable, sidecar, lowered)
 
 
 def find_records(request: CompileRequest, sidecar: artifact.Sidecar, reporter: Reporter = SILENT):
