@@ -554,11 +554,9 @@ def _inspect(args) -> int:
     missing = [op for op, _ in counts if op not in supported]
     failure = None
     if not missing:  # every operator has a converter: whether the model imports as a whole is what counts
-        from .frontend.fold import fold_shapes
-
         try:
             inputs = importer.static_inputs(model, parse_input_shapes(args.input_shape))
-            importer.to_relax(fold_shapes(model, inputs), inputs)
+            importer.to_relax(importer.static_graph(model, inputs), inputs)
         except QcompileError as err:
             failure = err.render(OPTION_FLAGS)
     converted = "yes" if failure is None else "yes*"

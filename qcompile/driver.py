@@ -16,7 +16,6 @@ from .data import calibdata
 from .data.calibdata import DataSource
 from .errors import QcompileError
 from .frontend import importer
-from .frontend.fold import fold_shapes
 from .frontend.importer import TensorSig
 from .lower import compiler
 from .progress import SILENT, Reporter
@@ -252,7 +251,7 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
     with reporter.step(f"loading {request.model.name}"):
         model = importer.load(request.model)
         inputs = importer.static_inputs(model, request.input_shapes)
-        model = fold_shapes(model, inputs)
+        model = importer.static_graph(model, inputs)
     precision, quantized, samples = request.precision, None, None
     calibrating = precision == "int8" and not is_prequantized(model)
     if calibrating:  # read and checked before the expensive work

@@ -7,8 +7,13 @@ import dataclasses
 
 from ..errors import QcompileError
 
+from .recurrent import RECURRENT_OPS
+
 # operators whose result depends only on shapes: with every input shape fixed, what they feed is a constant
 SHAPE_OPS = frozenset({"Shape", "Size"})
+# recurrences are unrolled over their sequence length, which shape inference must then know through every
+# computed pad or reshape before them
+NEEDS_STATIC_SHAPES = SHAPE_OPS | RECURRENT_OPS
 
 
 def fold_shapes(model, inputs):
@@ -21,7 +26,7 @@ def fold_shapes(model, inputs):
     would change the arithmetic (the folded models compute bit-identical outputs in onnxruntime: PP-OCRv4
     detection and recognition, PP-OCR direction, measured 2026-11-30). The folded model keeps the file's SHA-256,
     which tuning records are keyed by."""
-    if not any(node.op_type in SHAPE_OPS for node in model.proto.graph.node):
+    if not any(node.op_type in NEEDS_STATIC_SHAPES for node in model.proto.graph.node):
         return model
     import onnxslim
 

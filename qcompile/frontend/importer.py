@@ -82,8 +82,19 @@ def unsupported_nodes(model: OnnxModel) -> list[onnx.NodeProto]:
 def supported_ops() -> set[str]:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    # Constant and If are handled by the importer itself, outside its converter map.
-    return set(_get_convert_map()) | {"Constant", "If"}
+    from .recurrent import RECURRENT_OPS
+
+    # Constant and If are handled by the importer itself, outside its converter map; recurrences are unrolled first.
+    return set(_get_convert_map()) | {"Constant", "If"} | RECURRENT_OPS
+
+
+def static_graph(model: OnnxModel, inputs: list[TensorSig]) -> OnnxModel:
+    """The model as TVM's importer can take it for the static `inputs`: shape computations folded to constants,
+    LSTM/GRU/RNN unrolled. The result keeps the file's SHA-256, which tuning records are keyed by."""
+    from .fold import fold_shapes
+    from .recurrent import unroll_recurrent
+
+    return unroll_recurrent(fold_shapes(model, inputs), inputs)
 
 
 def static_inputs(model: OnnxModel, overrides: dict[str, tuple[int, ...]]) -> list[TensorSig]:

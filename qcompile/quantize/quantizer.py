@@ -92,10 +92,9 @@ def run_exposed(annotated, samples: Iterable[list[np.ndarray]]):
     module = calibration_pipeline()(annotated)
     executable = tvm.compile(module, target=tvm.target.Target({"kind": "llvm"}))
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    n_outputs = len(annotated["main"].ret_ty.fields) if isinstance(annotated["main"].ret_ty, relax.TupleType) else 1
     for sample in samples:
         results = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in sample])
-        yield [r.numpy() for r in list(results)[n_outputs:]]
+        yield [r.numpy() for r in list(results)[1:]]  # [0] is the model's own result
 
 
 def collect_stats(annotated, samples, count: int, reporter: Reporter = SILENT) -> list[TensorStats]:

@@ -79,8 +79,11 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         if rule.role is Role.PASS_THROUGH:
             tie[b.var] = inputs[0]
     producers = {b.var: b.value for b in bindings}
+    # program order, not set order: point ids (and so reports and fallback plans) are the same on every run
+    position = {v: i for i, v in enumerate(list(func.params) + [b.var for b in bindings])}
+    wanted = sorted(wanted, key=position.__getitem__)
     labels = {}
-    for x in sorted(wanted, key=lambda v: v.name):
+    for x in wanted:
         label = _label(x, producers, nodes, epilogue)
         labels[x] = label if label not in labels.values() else f"{label} ({x.name})"
     return requests, weights, {x: _root(x, tie) for x in wanted}, labels

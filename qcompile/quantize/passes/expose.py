@@ -37,14 +37,16 @@ class _Unmark(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.ExposeQuantPoints")
 class ExposeQuantPoints:
-    """main(x) → (its outputs..., the value at each quant point marker, in the order of quant_points)."""
+    """main(x) → (its result, the value at each quant point marker, in the order of quant_points).
+
+    The result stays one element even when it is a tuple: whether the body returns a tuple literal or a variable
+    bound to one, the exposed values then start at index 1."""
 
     def transform_module(self, mod, ctx):
         mutator = _Unmark(mod)
         func = mutator.visit_expr(mod["main"])
         seq = func.body
-        outputs = list(seq.body.fields) if isinstance(seq.body, relax.Tuple) else [seq.body]
-        results = outputs + mutator.exposed
+        results = [seq.body] + mutator.exposed
         new_func = relax.Function(func.params, relax.SeqExpr(seq.blocks, relax.Tuple(results)),
                                   relax.TupleType([r.ty for r in results]), attrs=func.attrs)
         mutator.builder_.update_func(mod.get_global_var("main"), new_func)
