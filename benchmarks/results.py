@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 GPU_HEADING = "## CUDA"
 # measured by their own scripts, on whatever machine ran them (each section says which); carried over
 VERIFICATION_HEADING, CONCURRENCY_HEADING = "## Build verification", "## Concurrent calls"
-OCR_HEADING, BERT_HEADING = "## PP-OCR task accuracy", "## BERT-like encoder"
+OCR_HEADING, BERT_HEADING, VAD_HEADING = "## PP-OCR task accuracy", "## BERT-like encoder", "## Silero VAD"
 ACCURACY_HEADING, LATENCY_HEADING = "## INT8 accuracy", "## Latency"
 
 
@@ -49,7 +49,8 @@ def main():
         _section(args.output, VERIFICATION_HEADING, CONCURRENCY_HEADING),  # benchmarks/verification.py
         _section(args.output, CONCURRENCY_HEADING, OCR_HEADING),  # benchmarks/concurrency.py
         _section(args.output, OCR_HEADING, BERT_HEADING),  # benchmarks/ocr.py
-        _section(args.output, BERT_HEADING),  # benchmarks/bert.py --measure
+        _section(args.output, BERT_HEADING, VAD_HEADING),  # benchmarks/bert.py --measure
+        _section(args.output, VAD_HEADING),  # benchmarks/vad.py
     ]
     with tempfile.NamedTemporaryFile("w", dir=args.output.parent, suffix=".md", delete=False) as out:
         out.write("\n".join(sections))
