@@ -20,7 +20,7 @@ OPTION_FLAGS = {
     "minutes": "--minutes", "batch": "--batch", "cores": "--cores", "rpc": "--rpc", "rpc_tracker": "--rpc-tracker",
     "rpc_key": "--rpc-key", "repeat": "--repeat", "warmup": "--warmup", "threads": "--threads",
     "compare_onnxruntime": "--compare onnxruntime", "report": "--report", "no_verify": "--no-verify",
-    "verify_count": "--verify-count",
+    "verify_count": "--verify-count", "max_accuracy_drop": "--max-accuracy-drop", "accuracy_data": "--data",
 }
 
 
@@ -115,6 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--bundle", type=Path, metavar="DIR",
                        help="also write a deploy kit to DIR: the library, the TVM runtime for the target's CPU "
                             "(x86_64 or aarch64), a C++ runner (source and binary) and a README for the board")
+    accuracy = build.add_argument_group("accuracy control (INT8)")
+    accuracy.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                          help="restore the layers whose quantization costs the most to FP32, one at a time, until "
+                               "the INT8 metric is at most POINTS (percentage points) below FP32's on held-out "
+                               "data: top-1 with --labels, else the top-1 agreement with FP32 (class scores) or the "
+                               "outputs' cosine to FP32 ×100; the plan goes into the sidecar (default: off)")
+    accuracy.add_argument("--data", type=Path, metavar="DIR|FILE",
+                          help="held-out inputs for --max-accuracy-drop, as for --calib (default: calibration "
+                               "samples the calibration did not use)")
+    accuracy.add_argument("--labels", type=Path, metavar="FILE",
+                          help="labels of those inputs: a synsets list for <wnid>_*.JPEG images, a .npy or an IDX "
+                               "file (default: none; the metric is then the agreement with FP32)")
+    accuracy.add_argument("--data-count", type=int, default=100, metavar="N",
+                          help="held-out samples to measure on (default 100)")
     verify = build.add_argument_group("verification (before anything is written)")
     verify.add_argument("--no-verify", action="store_true",
                         help="write the library without first running it beside onnxruntime's FP32 (by default an "
@@ -154,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="a target that runs on this machine (default: x86); see 'qcompile build --help'")
     _add_input_shape(evaluate)
     _add_quantization_options(evaluate)
+    evaluate.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                          help="also build INT8 with accuracy control (see 'qcompile build --help'): its plan is "
+                               "searched on the even-numbered evaluation samples, and every row of the table is "
+                               "then measured on the odd-numbered ones, which the search never saw (default: off)")
     evaluate.set_defaults(handler=_eval)
 
     bench = sub.add_parser("bench", parents=[common], help="latency table: FP32 vs INT8 (vs onnxruntime)",
@@ -419,9 +437,33 @@ def _build(args) -> int:
     emit = EmitRequest(output=output, report=args.report if args.precision == "int8" else None, bundle=args.bundle,
                        verify=VerifyConfig(enabled=not args.no_verify, samples=args.verify_count),
                        verify_data=verify_data)
-    sidecar = build(compile_request(args, spec, args.precision, records=record_source(args)), emit, reporter(args))
+    request = compile_request(args, spec, args.precision, records=record_source(args),
+                              accuracy=accuracy_control(args))
+    sidecar = build(request, emit, reporter(args))
     print(f"wrote {output} and {output.with_suffix('.json').name} ({sidecar.precision}, target {spec.name})")
     return 0
+
+
+def accuracy_control(args):
+    """--max-accuracy-drop and its data, checked; None when not asked for."""
+    import dataclasses
+
+    from .driver import AccuracyControl
+    from .quantize.fallback import AccuracyConfig
+
+    if args.max_accuracy_drop is None:
+        if args.data is not None or args.labels is not None:
+            raise QcompileError("--data and --labels are the held-out data of --max-accuracy-drop; give that too")
+        return None
+    if args.precision != "int8":
+        raise QcompileError("--max-accuracy-drop applies to INT8 builds (--precision int8)")
+    if args.data_count <= 0:
+        raise QcompileError(f"--data-count must be positive, not {args.data_count}")
+    for path in (args.data, args.labels):
+        if path is not None and not path.exists():
+            raise QcompileError(f"not found: {path}")
+    data = dataclasses.replace(data_source(args), path=args.data or args.calib, count=args.data_count, random=False)
+    return AccuracyControl(AccuracyConfig(args.max_accuracy_drop), data=data, labels=args.labels)
 
 
 def _run(args) -> int:
@@ -460,19 +502,33 @@ def _eval(args) -> int:
     shared = source.same_data(args.calib)
     data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)
     report = reporter(args)
+    controlled = args.max_accuracy_drop is not None
+    if controlled and (args.model.suffix == ".so" or args.precision != "int8"):
+        raise QcompileError("--max-accuracy-drop needs an ONNX model and --precision int8")
     if args.model.suffix == ".so":
         models = {"library": artifact.load(args.model)}
     else:
         spec = targets.resolve(args.target)
+        variants = [("fp32", "fp32", None)]
+        if args.precision == "int8":
+            variants.append(("int8", "int8", None))
+        if controlled:
+            from .driver import AccuracyControl
+            from .quantize.fallback import AccuracyConfig
+
+            control = AccuracyControl(AccuracyConfig(args.max_accuracy_drop), source, args.labels, stride=(0, 2))
+            variants.append((f"int8 (≤{args.max_accuracy_drop:g} drop)", "int8", control))
         models = {}
-        for precision in ("fp32", "int8") if args.precision == "int8" else ("fp32",):
-            compiled = compile_model(compile_request(args, spec, precision), report)
-            models[precision] = artifact.CompiledModel(compiled.executable, compiled.sidecar,
-                                                       name=f"the {precision} build")
+        for name, precision, control in variants:
+            compiled = compile_model(compile_request(args, spec, precision, accuracy=control), report)
+            models[name] = artifact.CompiledModel(compiled.executable, compiled.sidecar, name=f"the {name} build")
     inputs = next(iter(models.values())).inputs
     samples, labels = evaluate.load(data, inputs)
+    if controlled:  # the search measured the even-numbered samples
+        samples, labels = list(samples)[1::2], labels[1::2]
     results = {name: evaluate.scores(m, samples, f"evaluating {name}", report) for name, m in models.items()}
     note = f", leaving out the {args.calib_count} that calibrated" if shared else ""
+    note += "; the odd-numbered ones, which accuracy control did not search on" if controlled else ""
     print(f"{args.model.name}: {len(samples)} samples from {args.data}{note}\n")
     print(tabulate(evaluate.table(results, labels), headers=["precision", "top-1", "top-5", "top-1 agreement"],
                    tablefmt="github"))

@@ -19,6 +19,7 @@ from .frontend import importer
 from .frontend.importer import TensorSig
 from .lower import compiler
 from .progress import SILENT, Reporter
+from .quantize.fallback import AccuracyConfig
 from .quantize.pipeline import qdq_import_pipeline
 from .quantize.quantizer import QuantConfig, Quantized
 from .runtime import artifact, verify
@@ -32,6 +33,17 @@ PRECISIONS = ("int8", "fp32")
 
 
 @dataclasses.dataclass(frozen=True)
+class AccuracyControl:
+    """--max-accuracy-drop: the budget, and the held-out inputs it is measured on. With labels the metric is
+    top-1; without, the top-1 agreement with FP32 for class scores, else the outputs' cosine to FP32 (×100)."""
+
+    config: AccuracyConfig
+    data: DataSource  # samples of it the calibration did not use, when it is the calibration data
+    labels: Path | None = None
+    stride: tuple[int, int] = (0, 1)  # (start, step) over those samples: `eval` searches on half, reports on half
+
+
+@dataclasses.dataclass(frozen=True)
 class CompileRequest:
     """What to compile: a model, for a target, in a precision, calibrated on data, with tuning records."""
 
@@ -42,6 +54,7 @@ class CompileRequest:
     quant: QuantConfig = QuantConfig()
     calib: DataSource | None = None  # required for int8 (unless the model is already quantized)
     records: RecordSource = dataclasses.field(default_factory=RecordSource.default)
+    accuracy: AccuracyControl | None = None  # restore layers to FP32 until the metric drop fits a budget
 
     def __post_init__(self):
         object.__setattr__(self, "model", Path(self.model))
@@ -252,7 +265,7 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
         model = importer.load(request.model)
         inputs = importer.static_inputs(model, request.input_shapes)
         model = importer.static_graph(model, inputs)
-    precision, quantized, samples = request.precision, None, None
+    precision, quantized, samples, plan_json = request.precision, None, None, None
     calibrating = precision == "int8" and not is_prequantized(model)
     if calibrating:  # read and checked before the expensive work
         with reporter.step("reading the calibration data"):
@@ -267,7 +280,10 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
             mod = instrument.apply(qdq_import_pipeline(request.quant.per_channel), mod, reporter)
     elif calibrating:
         precision = "int8-simulated" if request.quant.simulate else "int8"
-        quantized = quantize_module(mod, model, samples, request.quant, reporter)
+        if request.accuracy is None:
+            quantized = quantize_module(mod, model, samples, request.quant, reporter)
+        else:
+            quantized, plan_json = control_accuracy(mod, model, samples, inputs, outputs, request, reporter)
         mod = quantized.mod
     sidecar = artifact.Sidecar(
         inputs=inputs,
@@ -278,8 +294,117 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
         model_sha256=model.sha256,
         versions=_versions(),
         index_bounds=importer.index_bounds(model, inputs) or None,
+        accuracy_control=plan_json,
     )
     return Lowered(mod, sidecar, quantized, samples)
+
+
+def control_accuracy(mod, model, samples, inputs, outputs, request: CompileRequest,
+                     reporter: Reporter) -> tuple[Quantized, dict]:
+    """Quantize, then restore the layers that cost the metric most to FP32 until the drop fits the budget
+    (`quantize/fallback.py`). Every candidate is realized in integers, compiled for this CPU and run on the
+    held-out inputs; the calibration statistics are collected once and shared by all candidates."""
+    import time
+
+    from .quantize import fallback, quantizer, report, sensitivity
+
+    control = request.accuracy
+    held_out, labels = _accuracy_data(control, request.calib, inputs)
+    names = quantizer.anchor_names(model)
+    with reporter.step(f"accuracy control: running FP32 on {len(held_out)} held-out samples"):
+        reference = _first_outputs(_on_host(mod, inputs, outputs), held_out)
+    metric_name, metric = _metric(reference, labels, outputs[0].shape)
+    stats: dict = {}
+    seconds: dict = {}
+
+    def quantize_with(restored: tuple[str, ...]) -> Quantized:
+        config = dataclasses.replace(request.quant, exclude=request.quant.exclude | frozenset(restored))
+        return quantizer.quantize(mod, samples, config, names, stats_cache=stats)
+
+    def evaluate(restored: tuple[str, ...]) -> float:
+        run = _on_host(quantize_with(restored).mod, inputs, outputs)
+        start = time.perf_counter()
+        results = _first_outputs(run, held_out)
+        seconds[frozenset(restored)] = (time.perf_counter() - start) / len(held_out)
+        return metric(results)
+
+    def progress(step: fallback.Step, probe: bool):
+        if not step.restored:
+            what = "all layers in INT8"
+        elif probe:
+            what = f"only {step.restored[0]} in FP32 (probe)"
+        else:
+            what = f"{step.restored[-1]} to FP32 ({len(step.restored)} in FP32)"
+        reporter.note(f"accuracy control: {what}: {metric_name} {step.metric:.2f} (FP32 {fp32:.2f})")
+
+    fp32 = metric(reference)
+    with reporter.step(f"accuracy control: calibrating on {len(samples)} samples and ranking the layers"):
+        first = quantizer.quantize(mod, samples, request.quant, names, reporter, stats_cache=stats)
+        ranked = sensitivity.rank_layers(first, report.build_report(first, samples[:8]), names)
+    plan = fallback.search(ranked, evaluate, fp32, metric_name, control.config, progress)
+    reporter.note(plan.summary())
+    if not plan.met:
+        raise QcompileError(f"{{max_accuracy_drop}} {control.config.max_drop:g} is not met with {len(plan.restored)} "
+                            f"of {len(ranked)} layers in FP32 ({metric_name}: INT8 {plan.after:.2f}, FP32 {fp32:.2f}); "
+                            "allow a larger drop, or build with {precision} fp32")
+    quantized = quantize_with(plan.restored)
+    before, after = (round(seconds[frozenset(k)] * 1e3, 3) for k in ((), plan.restored))
+    reporter.note(f"accuracy control: latency on this CPU (untuned kernels) {before:.1f} → {after:.1f} ms a sample")
+    return quantized, plan.to_json(untuned_ms_here={"all_int8": before, "plan": after})
+
+
+def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs):
+    """(held-out samples, their labels or None) for accuracy control: none of them calibrated the model."""
+    import numpy as np
+
+    from .measure import evaluate
+
+    avoid = calib.count if control.data.same_data(calib.path) else 0
+    start, step = control.stride
+    if control.labels is not None:
+        samples, labels = evaluate.load(evaluate.EvalData(control.data, control.labels, avoid), inputs)
+        return list(samples)[start::step], np.asarray(labels)[start::step]
+    samples = list(calibdata.samples(control.data, inputs, avoid=avoid))[start::step]
+    if not samples:
+        raise QcompileError("accuracy control needs held-out inputs, and the calibration data has none left: "
+                            "give {accuracy_data}")
+    return samples, None
+
+
+def _metric(reference, labels, output_shape):
+    """(name, outputs [samples, values] → points) of the metric accuracy control holds: top-1 with labels; else,
+    for class scores (one dimension that is not 1), the top-1 agreement with FP32; else the cosine to FP32."""
+    import numpy as np
+
+    if labels is not None:
+        return "top-1 (%)", lambda out: 100 * float(np.mean(out.argmax(1) == labels[:len(out)]))
+    if sum(1 for d in output_shape if d != 1) == 1:
+        top = reference.argmax(1)
+        return "top-1 agreement with FP32 (%)", lambda out: 100 * float(np.mean(out.argmax(1) == top))
+
+    def cosine(out):
+        a, b = out.astype(np.float64), reference.astype(np.float64)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        return 100 * float(np.mean(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), 1.0)))
+
+    return "output cosine to FP32 (×100)", cosine
+
+
+def _first_outputs(run, samples):
+    import numpy as np
+
+    return np.stack([run(*sample)[0].reshape(-1) for sample in samples])
+
+
+def _on_host(mod, inputs, outputs) -> artifact.CompiledModel:
+    """`mod` compiled for this CPU, untuned: what accuracy control measures candidates with (integer kernels compute
+    the same integers on every target)."""
+    from . import targets
+
+    spec = targets.resolve("x86")
+    executable = compiler.compile_kernels(compiler.lower_kernels(mod, spec), spec)
+    return artifact.CompiledModel(executable, artifact.Sidecar(inputs, outputs, spec.name, spec.target, "int8", "",
+                                                               {}))
 
 
 def is_prequantized(model: importer.OnnxModel) -> bool:

@@ -13,7 +13,7 @@ from ..progress import SILENT, Reporter
 from . import calibrate
 from .calibrate import CalibrationConfig, TensorStats
 from .passes.annotate import Exclusions
-from .passes.expose import quant_points
+from .passes.expose import point_keys, quant_points
 from .pipeline import annotate_pipeline, calibration_pipeline, realize_pipeline
 from .qparams import QuantParams, activation_params
 
@@ -42,13 +42,15 @@ class Quantized:
 
 
 def anchor_names(model) -> dict:
-    """Relax anchor op → names of the ONNX nodes it is imported from, in graph order."""
+    """Relax anchor op → names of the ONNX nodes it is imported from, in graph order; an unnamed node (Caffe2's
+    exports name none) is known by its first output's name, unique in a valid graph."""
     from . import ops
 
     names = {}
     for rule in ops.all_rules():
         if rule.role is ops.Role.ANCHOR:
-            names[rule.ops[0]] = [n.name for n in model.proto.graph.node if n.op_type in rule.onnx_types]
+            names[rule.ops[0]] = [n.name or n.output[0] for n in model.proto.graph.node
+                                  if n.op_type in rule.onnx_types]
     return names
 
 
@@ -61,14 +63,23 @@ def exclusions(config: QuantConfig, anchor_names: dict) -> Exclusions:
 
 
 def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anchor_names: dict | None = None,
-             reporter: Reporter = SILENT) -> Quantized:
-    """FP32 Relax module + calibration samples (each a list of input arrays) → integer module."""
+             reporter: Reporter = SILENT, stats_cache: dict | None = None) -> Quantized:
+    """FP32 Relax module + calibration samples (each a list of input arrays) → integer module.
+
+    `stats_cache` (point key → statistics, see `point_keys`) is read and filled when given: quantizing the same
+    module again with other exclusions calibrates only if it marks a tensor the cache has not seen."""
     annotated = instrument.apply(annotate_pipeline(exclusions(config, anchor_names or {})), mod, reporter)
     points = quant_points(annotated)
     if not points:
         raise QcompileError("nothing to quantize: no Conv, MatMul or Gemm with constant weights "
                             "(build with --precision fp32)")
-    stats = collect_stats(annotated, samples, len(points), reporter)
+    keys = point_keys(annotated)
+    if stats_cache is not None and all(k in stats_cache for k in keys):
+        stats = [stats_cache[k] for k in keys]
+    else:
+        stats = collect_stats(annotated, samples, len(points), reporter)
+        if stats_cache is not None:
+            stats_cache.update(zip(keys, stats))
     ranges = {}
     for (point, _), s in zip(points, stats):
         levels = 256 if config.activation_dtype == "uint8" and s.min >= 0 else 128
@@ -84,8 +95,9 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
                      per_channel=config.per_channel)
 
 
-def run_exposed(annotated, samples: Iterable[list[np.ndarray]]):
-    """Yield, per sample, the value of every marked tensor (in quant_points order), computed on this CPU."""
+def run_exposed(annotated, samples: Iterable[list[np.ndarray]], with_result: bool = False):
+    """Yield, per sample, the value of every marked tensor (in quant_points order), computed on this CPU; with
+    `with_result`, (the model's outputs, those values)."""
     import tvm
     from tvm import relax
 
@@ -93,8 +105,18 @@ def run_exposed(annotated, samples: Iterable[list[np.ndarray]]):
     executable = tvm.compile(module, target=tvm.target.Target({"kind": "llvm"}))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     for sample in samples:
-        results = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in sample])
-        yield [r.numpy() for r in list(results)[1:]]  # [0] is the model's own result
+        results = list(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in sample]))
+        points = [r.numpy() for r in results[1:]]  # [0] is the model's own result
+        yield (_arrays(results[0]), points) if with_result else points
+
+
+def _arrays(result) -> list[np.ndarray]:
+    """A VM result (a tensor, or nested tuples of them) as a flat list of arrays."""
+    import tvm
+
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result.numpy()]
+    return [a for item in result for a in _arrays(item)]
 
 
 def collect_stats(annotated, samples, count: int, reporter: Reporter = SILENT) -> list[TensorStats]:

@@ -32,10 +32,12 @@ class Report:
     float_anchors: int
     ops_by_dtype: dict  # "integer"/"float" → Counter of op names
     samples: int
+    output_sqnr_db: float = float("inf")  # the model's outputs (all of them together) against FP32
 
     def to_json(self) -> dict:
         return {
             "samples": self.samples,
+            "output_sqnr_db": self.output_sqnr_db,
             "integer_anchors": self.integer_anchors,
             "float_anchors": self.float_anchors,
             "ops": {k: dict(v) for k, v in self.ops_by_dtype.items()},
@@ -51,6 +53,7 @@ class Report:
             f"- conv/matmul layers in integer arithmetic: {self.integer_anchors}; left in FP32: {self.float_anchors}",
             f"- operators with integer results: {integer}; with float results: {floating} "
             f"({_op_list(self.ops_by_dtype['float'])})",
+            f"- the model's outputs against FP32: SQNR {self.output_sqnr_db:.1f} dB",
             f"- error of each quantized tensor against FP32, fake-quantized graph, {self.samples} calibration samples; "
             "worst first",
             "",
@@ -72,23 +75,27 @@ def build_report(quantized: Quantized, samples: list) -> Report:
     stopped before the integer kernels, the points still marked)."""
     simulated = realize_pipeline(quantized.params, quantized.means, quantized.per_channel, simulate=True,
                                  keep_markers=True)(quantized.annotated)
-    sums = np.zeros((len(quantized.points), 4))  # signal², noise², dot, |quantized|²
-    for reference, approx in zip(run_exposed(quantized.annotated, samples), run_exposed(simulated, samples)):
-        for i, (r, a) in enumerate(zip(reference, approx)):
+    sums = np.zeros((len(quantized.points) + 1, 4))  # signal², noise², dot, |quantized|²; last: the outputs
+    for (ref_out, reference), (approx_out, approx) in zip(run_exposed(quantized.annotated, samples, True),
+                                                          run_exposed(simulated, samples, True)):
+        joined = [np.concatenate([o.ravel() for o in outputs]) for outputs in (ref_out, approx_out)]
+        for i, (r, a) in enumerate(list(zip(reference, approx)) + [joined]):
             r, a = r.astype(np.float64).ravel(), a.astype(np.float64).ravel()
             sums[i] += [r @ r, (r - a) @ (r - a), r @ a, a @ a]
     points = []
-    for (point, label), (signal, noise, dot, quant) in zip(quantized.points, sums):
+    for (point, label), row in zip(quantized.points, sums):
         p = quantized.params[point]
-        points.append(PointError(
-            label=label,
-            sqnr_db=float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
-            cosine=float(dot / np.sqrt(signal * quant)) if signal > 0 and quant > 0 else 1.0,
-            scale=float(p.scale), zero_point=int(p.zero_point), dtype=p.dtype,
-        ))
+        points.append(PointError(label, *_sqnr_cosine(*row), scale=float(p.scale), zero_point=int(p.zero_point),
+                                 dtype=p.dtype))
     points.sort(key=lambda p: p.sqnr_db)
     integer_anchors, float_anchors, by_dtype = count_ops(quantized.mod)
-    return Report(points, integer_anchors, float_anchors, by_dtype, len(samples))
+    return Report(points, integer_anchors, float_anchors, by_dtype, len(samples),
+                  output_sqnr_db=_sqnr_cosine(*sums[-1])[0])
+
+
+def _sqnr_cosine(signal, noise, dot, quant) -> tuple[float, float]:
+    return (float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
+            float(dot / np.sqrt(signal * quant)) if signal > 0 and quant > 0 else 1.0)
 
 
 def count_ops(mod) -> tuple[int, int, dict]:

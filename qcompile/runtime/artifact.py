@@ -29,6 +29,7 @@ class Sidecar:
     tuned_kernels: list | None = None  # [kernels given tuned schedules, kernels]; None: built without records
     verification: dict | None = None  # the build's outputs beside onnxruntime's (`verify.py`); None: older builds
     index_bounds: dict | None = None  # integer input → [lowest, highest] index of the table it looks up (Gather)
+    accuracy_control: dict | None = None  # --max-accuracy-drop's plan: layers left in FP32, metric before/after
 
     def to_json(self) -> dict:
         return {
@@ -42,6 +43,7 @@ class Sidecar:
             "tuned_kernels": self.tuned_kernels,
             "verification": self.verification,
             "index_bounds": self.index_bounds,
+            "accuracy_control": self.accuracy_control,
         }
 
     @classmethod
@@ -53,6 +55,7 @@ class Sidecar:
             tuned_kernels=data.get("tuned_kernels"),
             verification=data.get("verification"),
             index_bounds=data.get("index_bounds"),
+            accuracy_control=data.get("accuracy_control"),
         )
 
 

@@ -50,9 +50,9 @@ def _plan(func: relax.Function, exclusions: Exclusions):
     bindings = [b for block in func.body.blocks for b in block.bindings]
     consumers = {}
     for b in bindings:
-        for arg in _var_args(b.value):
+        for arg in var_args(b.value):
             consumers.setdefault(arg, []).append(b)
-    nodes = _onnx_nodes(bindings, exclusions.anchor_names)
+    nodes = onnx_nodes(bindings, exclusions.anchor_names)
     excluded = {b.var for b in bindings if _is_excluded(b, nodes, exclusions)}
     epilogue = _epilogues(bindings, consumers, excluded)
 
@@ -126,7 +126,7 @@ def _epilogues(bindings, consumers, excluded) -> dict:
     return fused
 
 
-def _onnx_nodes(bindings, anchor_names) -> dict:
+def onnx_nodes(bindings, anchor_names) -> dict:
     """Anchor binding → ONNX node name: the importer emits one anchor per node, in graph order."""
     nodes, seen = {}, {}
     for b in bindings:
@@ -146,7 +146,7 @@ def _is_excluded(binding, nodes, exclusions: Exclusions) -> bool:
     return bool(exclusions.op_types & set(rule.onnx_types)) or nodes.get(binding.var) in exclusions.node_names
 
 
-def _var_args(expr) -> list:
+def var_args(expr) -> list:
     if not isinstance(expr, relax.Call):
         return []
     flat = []

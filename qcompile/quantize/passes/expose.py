@@ -18,6 +18,24 @@ def quant_points(mod) -> list[tuple[int, str]]:
     return points
 
 
+def point_keys(mod) -> list[int]:
+    """For every quant_point marker in `main` (in quant_points order), the position of the tensor it marks among
+    the function's parameters and unmarked bindings. Annotating one imported module with different exclusions
+    marks different tensors but keeps these positions, so statistics keyed by them carry from one annotation to
+    the next (the accuracy-control search calibrates once)."""
+    func = mod["main"]
+    position = {v: i for i, v in enumerate(func.params)}
+    keys = []
+    for block in func.body.blocks:
+        for b in block.bindings:
+            found = marker(b.value)
+            if found is None:
+                position[b.var] = len(position)
+            elif found[0] == QUANT_POINT:
+                keys.append(position[found[1][0]])
+    return keys
+
+
 @expr_functor.mutator
 class _Unmark(PyExprMutator):
     def __init__(self, mod):

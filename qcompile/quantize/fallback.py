@@ -1,0 +1,108 @@
+"""Accuracy control: the layers whose quantization costs the task metric most go back to FP32, one at a time,
+until the INT8 metric is within a budget of the FP32 one.
+
+The search is a pure function of a candidate ranking and an `evaluate(restored layers) → metric` callback, so
+the driver decides how a candidate build is made and measured, and tests can drive it with a fake metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from ..errors import QcompileError
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyConfig:
+    """How much of the metric INT8 may lose, in points (the metric in percent), and how many of the top-ranked
+    layers have their one-layer-restored metric measured before the greedy restore orders them."""
+
+    max_drop: float
+    measured: int = 6
+
+    def __post_init__(self):
+        if not self.max_drop >= 0:
+            raise QcompileError(f"{{max_accuracy_drop}} must be 0 or more points, not {self.max_drop}")
+        if self.measured < 0:
+            raise QcompileError(f"the number of layers measured one by one must be 0 or more, not {self.measured}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    restored: tuple[str, ...]  # the layers in FP32 at this step
+    metric: float
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackPlan:
+    metric: str  # what was measured, e.g. "top-1 (%)"
+    fp32: float
+    max_drop: float
+    probes: tuple[Step, ...]  # one layer restored at a time, for the ranking
+    steps: tuple[Step, ...]  # the greedy restore: first step none restored, last step the plan
+
+    @property
+    def restored(self) -> tuple[str, ...]:
+        return self.steps[-1].restored
+
+    @property
+    def before(self) -> float:
+        return self.steps[0].metric
+
+    @property
+    def after(self) -> float:
+        return self.steps[-1].metric
+
+    @property
+    def met(self) -> bool:
+        return self.fp32 - self.after <= self.max_drop
+
+    def summary(self) -> str:
+        kept = ", ".join(self.restored) if self.restored else "none"
+        verdict = "met" if self.met else "NOT met"
+        return (f"accuracy control: {self.metric} FP32 {self.fp32:.2f}, INT8 {self.before:.2f} → {self.after:.2f} "
+                f"with {len(self.restored)} layer(s) in FP32 ({kept}); budget {self.max_drop:g} points {verdict}")
+
+    def to_json(self, **extra) -> dict:
+        return {"metric": self.metric, "fp32": self.fp32, "max_drop": self.max_drop, "before": self.before,
+                "after": self.after, "met": self.met, "restored": list(self.restored),
+                "probes": [{"restored": list(s.restored), "metric": s.metric} for s in self.probes],
+                "steps": [{"restored": list(s.restored), "metric": s.metric} for s in self.steps], **extra}
+
+
+def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32: float, metric: str,
+           config: AccuracyConfig, progress: Callable[[Step, bool], None] = lambda step, probe: None) -> FallbackPlan:
+    """Restore layers to FP32 until `fp32 - evaluate(restored) <= config.max_drop`.
+
+    `ranked`: the quantized layers, most suspect first (by their measured quantization error). The first
+    `config.measured` of them are each evaluated restored alone; they are restored in the order of the metric that
+    gained, then the rest in ranking order, one per step, and the search stops at the first step within budget
+    (at the latest with one layer left in INT8).
+    `progress(step, probe)` hears of every measurement.
+    Deterministic: ties keep the ranking's order; no set of layers is evaluated twice."""
+    known: dict[frozenset, float] = {}
+
+    def measure(restored: tuple[str, ...]) -> float:
+        key = frozenset(restored)
+        if key not in known:
+            known[key] = evaluate(restored)
+        return known[key]
+
+    steps = [Step((), measure(()))]
+    progress(steps[0], False)
+    probes = ()
+    if fp32 - steps[0].metric > config.max_drop and ranked:
+        probes = tuple(Step((layer,), measure((layer,))) for layer in ranked[:config.measured])
+        for probe in probes:
+            progress(probe, True)
+        by_gain = sorted(range(len(probes)), key=lambda i: (-probes[i].metric, i))
+        order = [ranked[i] for i in by_gain] + ranked[len(probes):]
+        restored: tuple[str, ...] = ()
+        for layer in order[:-1]:  # all of them restored is the FP32 build, not an INT8 one
+            restored += (layer,)
+            steps.append(Step(restored, measure(restored)))
+            progress(steps[-1], False)
+            if fp32 - steps[-1].metric <= config.max_drop:
+                break
+    return FallbackPlan(metric=metric, fp32=fp32, max_drop=config.max_drop, probes=probes, steps=tuple(steps))

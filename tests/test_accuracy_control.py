@@ -1,0 +1,132 @@
+"""--max-accuracy-drop: layers go back to FP32, most costly first, until the metric drop fits the budget."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import qcompile
+from conftest import fails_cleanly, run_cli
+from qcompile.errors import QcompileError
+from qcompile.quantize.fallback import AccuracyConfig, search
+
+
+def fake_metric(costs: dict[str, float], base: float):
+    """metric = base + the gain of each restored layer; records every evaluation."""
+    calls = []
+
+    def evaluate(restored):
+        calls.append(tuple(restored))
+        return base + sum(costs[layer] for layer in restored)
+
+    return evaluate, calls
+
+
+def test_the_search_stops_at_the_first_step_within_budget():
+    evaluate, calls = fake_metric({"a": 1.0, "b": 3.0, "c": 0.5, "d": 2.0}, base=90.0)
+    plan = search(["a", "b", "c", "d"], evaluate, fp32=95.0, metric="m", config=AccuracyConfig(0.5, measured=2))
+    # probes a and b; b gained most, then a; then c, d in ranking order: 90 → 93 → 94 → 94.5 (within 0.5: stop)
+    assert [s.restored for s in plan.steps] == [(), ("b",), ("b", "a"), ("b", "a", "c")]
+    assert plan.restored == ("b", "a", "c") and plan.met and plan.after == pytest.approx(94.5)
+    assert len(calls) == len(set(frozenset(c) for c in calls))  # no set of layers evaluated twice
+
+
+def test_no_layer_is_restored_when_int8_already_meets_the_budget():
+    evaluate, calls = fake_metric({"a": 5.0}, base=94.8)
+    plan = search(["a"], evaluate, fp32=95.0, metric="m", config=AccuracyConfig(0.3))
+    assert plan.restored == () and plan.met and calls == [()]
+
+
+def test_a_budget_that_only_fp32_meets_is_reported_as_not_met():
+    evaluate, calls = fake_metric({"a": 0.1, "b": 0.1, "c": 10.0}, base=80.0)
+    plan = search(["a", "b", "c"], evaluate, fp32=95.0, metric="m", config=AccuracyConfig(1.0, measured=0))
+    assert plan.restored == ("a", "b") and not plan.met and "NOT met" in plan.summary()
+    assert ("a", "b", "c") not in calls  # every layer in FP32 is no INT8 build
+
+
+def test_a_negative_budget_is_refused():
+    with pytest.raises(QcompileError):
+        AccuracyConfig(-1.0)
+
+
+def fragile_model(path):
+    """fc1 → relu → fc2 → relu → fc3, where fc1's output has one column 1000× the others (and fc2 scales it
+    back): quantizing fc2's input per tensor flattens the other 31 columns to a few steps, so fc2 is the layer to
+    restore, and restoring it alone recovers the FP32 output."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((16, 32)).astype(np.float32)
+    w1[:, 5] *= 1000
+    w2 = rng.standard_normal((32, 32)).astype(np.float32)
+    w2[5, :] /= 1000
+    w3 = rng.standard_normal((32, 10)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="fc2"), helper.make_node("Relu", ["h2"], ["r2"]),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"], name="fc3")]
+    graph = helper.make_graph(nodes, "fragile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_the_fragile_layer_is_restored_first_and_alone(tmp_path):
+    model = fragile_model(tmp_path / "fragile.onnx")
+    x = np.random.default_rng(1).standard_normal((200, 1, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    library = tmp_path / "fragile.so"
+    assert run_cli("build", model, "--calib", tmp_path / "x.npy", "--calib-count", "32", "--max-accuracy-drop", "10",
+                   "-o", library, "-q") == 0
+    plan = json.loads(library.with_suffix(".json").read_text())["accuracy_control"]
+    assert plan["metric"] == "top-1 agreement with FP32 (%)"
+    assert plan["before"] < 60  # the fully quantized model is broken on purpose
+    assert plan["probes"][0]["restored"] == ["fc2"]  # ranked first by the noise it adds
+    assert plan["restored"] == ["fc2"] and plan["met"] and [s["restored"] for s in plan["steps"]] == [[], ["fc2"]]
+    # the library as written holds the budget on inputs it never saw, against onnxruntime FP32
+    fresh = np.random.default_rng(2).standard_normal((100, 1, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    built = qcompile.load(library)
+    agreement = np.mean([built(s)[0].argmax() == session.run(None, {"x": s})[0].argmax() for s in fresh])
+    assert agreement >= 0.9
+
+
+def test_a_budget_that_only_fp32_meets_fails_with_one_line_and_writes_nothing(capsys, tmp_path):
+    model = fragile_model(tmp_path / "fragile.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((200, 1, 16)).astype(np.float32))
+    message = fails_cleanly(capsys, tmp_path, "build", model, "--calib", tmp_path / "x.npy", "--calib-count", "32",
+                            "--max-accuracy-drop", "0")
+    assert "--max-accuracy-drop 0 is not met with 2 of 3 layers in FP32" in message and "--precision fp32" in message
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--labels", "labels.npy"], "--max-accuracy-drop"),
+    (["--max-accuracy-drop", "1", "--precision", "fp32"], "INT8"),
+    (["--max-accuracy-drop", "-1"], "0 or more"),
+    (["--max-accuracy-drop", "1", "--data", "missing.npy"], "not found"),
+])
+def test_bad_accuracy_control_options_fail_with_one_line(args, expected, capsys, tmp_path):
+    from conftest import EXAMPLE_MODEL, EXAMPLE_SAMPLES
+
+    message = fails_cleanly(capsys, tmp_path, "build", EXAMPLE_MODEL, "--calib", EXAMPLE_SAMPLES,
+                            *[str(tmp_path / a) if a.endswith(".npy") else a for a in args])
+    assert expected in message
+
+
+def test_eval_reports_the_controlled_build_on_samples_the_search_did_not_see(capsys, tmp_path):
+    model = fragile_model(tmp_path / "fragile.onnx")
+    x = np.random.default_rng(1).standard_normal((300, 1, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "labels.npy", np.array([session.run(None, {"x": s})[0].argmax() for s in x]))
+    assert run_cli("eval", model, "--data", tmp_path / "x.npy", "--labels", tmp_path / "labels.npy", "--calib",
+                   tmp_path / "x.npy", "--calib-count", "32", "--max-accuracy-drop", "10", "-q") == 0
+    out = capsys.readouterr().out
+    assert "134 samples" in out and "did not search on" in out  # (300 - 32) / 2
+    top1 = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.splitlines()
+            if line.startswith("| fp32") or line.startswith("| int8")}
+    assert top1["fp32"] == 1.0  # the labels are FP32's own answers
+    assert top1["int8"] < 0.6 and top1["int8 (≤10 drop)"] >= 0.9
