@@ -42,18 +42,28 @@ def _request(model, target, precision, calib, calib_count, preprocess, calibrati
 
 def build(model, output, *, target="x86", precision="int8", calib=None, calib_count=100, preprocess="tf",
           calibration="percentile", input_shapes=None, exclude=(), per_channel=True, records=None, report=None,
-          bundle=None, verbose=False):
+          bundle=None, max_accuracy_drop=None, data=None, labels=None, data_count=100, verbose=False):
     """Compile an ONNX model into a shared library `output` (.so) with its .json sidecar; returns the sidecar.
 
     `target`: a preset name, preset file, or TVM target dict as JSON (see `qcompile targets`); `calib`: a folder
     of images (preprocessed with `preprocess`: tf, caffe or torch), a .npy, an .npz keyed by input name, or an
     IDX file, needed for int8; `records`: a folder to look for tuning records in first (or a
     `tune.records.RecordSource`); `report`: a Markdown quantization report to write; `bundle`: a deploy kit
-    folder to write."""
+    folder to write; `precision`: int8, fp32, int8-weights or int8-dynamic; `max_accuracy_drop`: points of the
+    metric INT8 may lose against FP32 on `data_count` held-out samples of `data` (default: of `calib`), top-1
+    against `labels` if given, layers restored to FP32 until it holds."""
+    import dataclasses
+
     from . import driver
 
     request = _request(model, target, precision, calib, calib_count, preprocess, calibration, input_shapes,
                        exclude, per_channel, records)
+    if max_accuracy_drop is not None:
+        from .quantize.fallback import AccuracyConfig
+
+        held_out = dataclasses.replace(_calibration(data or calib, data_count, preprocess), count=data_count)
+        request = dataclasses.replace(request, accuracy=driver.AccuracyControl(
+            AccuracyConfig(max_accuracy_drop), held_out, Path(labels) if labels else None))
     emit = driver.EmitRequest(output=Path(output), report=report, bundle=bundle)
     return driver.build(request, emit, Reporter() if verbose else SILENT)
 

@@ -182,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("-t", "--target", default="x86",
                        help="preset, preset file or TVM target dict (default: x86); other machines need --rpc")
     bench.add_argument("--precision", default="fp32,int8", metavar="LIST",
-                       help="comma-separated precisions to compare: fp32, int8 (default: fp32,int8)")
+                       help="comma-separated precisions to compare: fp32, int8, int8-weights, int8-dynamic (see "
+                            "'qcompile build --help'; onnxruntime's counterparts with --compare onnxruntime: "
+                            "quantize_static for int8, quantize_dynamic for int8-dynamic) (default: fp32,int8)")
     bench.add_argument("--threads", default="1", metavar="LIST",
                        help="comma-separated thread counts, e.g. 1,2 (default: 1)")
     bench.add_argument("--compare", choices=("onnxruntime", "untuned"), action="append", default=[],
@@ -324,7 +326,11 @@ def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool =
     q = parser.add_argument_group("quantization (INT8)")
     if precision:
         q.add_argument("--precision", choices=PRECISIONS, default="int8",
-                       help="int8: quantize (needs --calib); fp32: compile the model as it is (default: int8)")
+                       help="int8: quantize weights and activations, integer kernels (needs --calib); fp32: compile "
+                            "the model as it is; int8-weights: MatMul/Gemm weights in int8, converted inside the "
+                            "kernel, activations float (4x smaller weights, no calibration); int8-dynamic: MatMul/"
+                            "Gemm weights in int8 and activations quantized per row at run time, integer matmuls "
+                            "(no calibration; convolutions stay FP32 in both) (default: int8)")
     q.add_argument("--calib", type=Path, metavar="DIR|FILE",
                    help="calibration data: a folder of images (preprocessed as below), a .npy (samples × input "
                         "shape), an .npz keyed by input name, or an IDX file")

@@ -20,7 +20,7 @@ from .frontend.importer import TensorSig
 from .lower import compiler
 from .progress import SILENT, Reporter
 from .quantize.fallback import AccuracyConfig
-from .quantize.pipeline import qdq_import_pipeline
+from .quantize.pipeline import hybrid_pipeline, qdq_import_pipeline
 from .quantize.quantizer import QuantConfig, Quantized
 from .runtime import artifact, verify
 from .runtime.deploy import emulate
@@ -29,7 +29,8 @@ from .targets import TargetSpec
 from .tune import records
 from .tune.records import RecordSource
 
-PRECISIONS = ("int8", "fp32")
+HYBRID = ("int8-weights", "int8-dynamic")  # int8 weights without calibration (`quantize/passes/hybrid.py`)
+PRECISIONS = ("int8", "fp32") + HYBRID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +279,10 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
         precision = "int8-qdq"
         with reporter.step("realizing the model's own quantize/dequantize pairs as integer kernels"):
             mod = instrument.apply(qdq_import_pipeline(request.quant.per_channel), mod, reporter)
+    elif precision in HYBRID:
+        with reporter.step(f"quantizing the weights ({precision})"):
+            mod = instrument.apply(hybrid_pipeline(precision, request.quant.activation_dtype,
+                                                   request.quant.exclude), mod, reporter)
     elif calibrating:
         precision = "int8-simulated" if request.quant.simulate else "int8"
         if request.accuracy is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..driver import CompileRequest, compile_model
+from ..driver import PRECISIONS, CompileRequest, compile_model
 from ..data import calibdata
 from ..frontend import importer
 from ..lower import compiler
@@ -52,8 +52,8 @@ class BenchConfig:
     def __post_init__(self):
         if self.repeat < 1 or self.warmup < 0:
             raise QcompileError("{repeat} must be at least 1 and {warmup} not negative")
-        if not self.precisions or set(self.precisions) - {"fp32", "int8"}:
-            raise QcompileError("{precisions} takes fp32, int8 or both (comma-separated)")
+        if not self.precisions or set(self.precisions) - set(PRECISIONS):
+            raise QcompileError(f"{{precisions}} takes {', '.join(PRECISIONS)} (comma-separated)")
         if not self.threads or min(self.threads) < 1:
             raise QcompileError("{threads} takes positive thread counts, comma-separated")
         if self.remote is not None and self.compare_onnxruntime:
@@ -108,7 +108,10 @@ def _run(config: BenchConfig, reporter: Reporter) -> list[dict]:
             variants.append(dataclasses.replace(_tvm_variant(config, untuned, v.precision, x, session, reporter),
                                                 family="untuned"))
     if config.compare_onnxruntime:
-        variants += [_ort_variant(config, precision, inputs, x, reporter) for precision in config.precisions]
+        # onnxruntime's counterparts: quantize_static for int8, quantize_dynamic for int8-dynamic; it has no
+        # int8 weight-only CPU form (MatMulNBits needs the onnx_ir package)
+        variants += [_ort_variant(config, precision, inputs, x, reporter) for precision in config.precisions
+                     if precision != "int8-weights"]
     rows, owners = [], []
     for threads in config.threads:
         for v in variants:
@@ -161,8 +164,8 @@ def _tvm_variant(config: BenchConfig, request: CompileRequest, precision: str, x
 def _ort_variant(config: BenchConfig, precision: str, inputs, x, reporter) -> Variant:
     import onnxruntime as ort
 
-    if precision == "int8":
-        model = _ort_quantized(config, inputs, reporter)
+    if precision in ("int8", "int8-dynamic"):
+        model = _ort_quantized(config, inputs, reporter, dynamic=precision == "int8-dynamic")
         size = len(model)
     else:  # by its path, where onnxruntime finds any external data files beside it
         model = str(config.compile.model)
@@ -190,13 +193,22 @@ def _ort_variant(config: BenchConfig, precision: str, inputs, x, reporter) -> Va
     return Variant("onnxruntime", precision, timed, size / 1e6, outputs=outputs)
 
 
-def _ort_quantized(config: BenchConfig, inputs, reporter) -> bytes:
-    """onnxruntime's own INT8 (quantize_static: QDQ, per-channel, u8 activations × s8 weights), same calibration:
-    the model's bytes (the file quantize_static writes is removed)."""
+def _ort_quantized(config: BenchConfig, inputs, reporter, dynamic: bool = False) -> bytes:
+    """onnxruntime's own INT8 (quantize_static: QDQ, per-channel, u8 activations × s8 weights), same calibration;
+    with `dynamic`, quantize_dynamic (per-channel s8 weights, activations at run time): the model's bytes (the file
+    it writes is removed)."""
     import logging
     import sys
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if dynamic:
+        with reporter.step("quantizing with onnxruntime (dynamic) for comparison"), \
+                logger_level(None, logging.ERROR), contextlib.redirect_stdout(sys.stderr), \
+                tempfile.TemporaryDirectory(prefix="qcompile-ort-") as folder:
+            path = Path(folder) / "dynamic.onnx"
+            quantize_dynamic(str(config.compile.model), str(path), per_channel=True, weight_type=QuantType.QInt8)
+            return path.read_bytes()
 
     samples = calibdata.samples(config.compile.calib, inputs)
 
@@ -253,7 +265,7 @@ def _agreement(config: BenchConfig, variants: list[Variant], rows: list[dict], o
     reference = {(v.engine, v.family): v for v in variants if v.precision == "fp32"}
     for v in variants:
         fp32 = reference.get((v.engine, v.family)) or reference.get((v.engine, ""))
-        if v.precision != "int8" or fp32 is None:
+        if v.precision == "fp32" or fp32 is None:
             continue
         agree = np.mean([v.outputs(s).argmax() == fp32.outputs(s).argmax() for s in samples])
         for r, owner in zip(rows, owners):

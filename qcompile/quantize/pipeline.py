@@ -5,6 +5,7 @@
     calibrate:  expose                                   (the marked graph, returning every point's value)
     realize:    correct bias → insert QDQ → realize → lift scalars
     qdq import: prepare → requantize weights → realize → lift scalars   (a model quantized by another tool)
+    hybrid:     prepare → hybrid quantize                (int8 weights; float or run-time quantized activations)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tvm
 from .passes.annotate import Annotate, Exclusions
 from .passes.bias_correction import CorrectBias
 from .passes.expose import ExposeQuantPoints
+from .passes.hybrid import HybridQuantize
 from .passes.insert_qdq import InsertQDQ
 from .passes.lift_scalars import LiftScalars
 from .passes.prepare import Prepare
@@ -27,6 +29,14 @@ def annotate_pipeline(exclusions: Exclusions) -> tvm.transform.Pass:
         Prepare(),  # batch norm and constants folded, the importer's Clip kernels made plain Relax ops
         Annotate(exclusions),  # the operator rules of `ops/` mark the tensors to quantize
     ], name="qcompile.annotate")
+
+
+def hybrid_pipeline(mode: str, activation_dtype: str, excluded_types: frozenset = frozenset()) -> tvm.transform.Pass:
+    """FP32 import → int8-weights or int8-dynamic graph (no calibration)."""
+    return tvm.transform.Sequential([
+        Prepare(),
+        HybridQuantize(mode, activation_dtype, excluded_types),
+    ], name="qcompile.hybrid")
 
 
 def calibration_pipeline() -> tvm.transform.Pass:

@@ -1,9 +1,16 @@
-"""matmul (MatMul, Gemm) against a constant 2-D weight: per-output-column int8 weights → int32."""
+"""matmul (MatMul, Gemm) against a constant 2-D weight: per-output-column int8 weights → int32; and its hybrid
+forms, int8 weights with float activations (weight-only) or activations quantized per row at run time (dynamic)."""
 
 import numpy as np
+from tvm import te
 from tvm.relax import op as R
 
+from ..qparams import quantize_weight, weight_params
 from .registry import Role, Rule, register
+
+# dynamic activations: a row whose largest magnitude is below this quantizes with this as its range instead,
+# so an all-zero row (padding) divides by no zero
+_ROW_FLOOR = 1e-12
 
 
 def _realize(ctx, call, inputs, out, clamp, bias):
@@ -28,6 +35,53 @@ def _mean_shift(call, delta, input_mean):
     return input_mean.reshape(-1, delta.shape[0]).mean(axis=0) @ delta
 
 
+def _int8_weight(weight: np.ndarray):
+    """The weight [K, N] in int8 with one scale per output column."""
+    params = weight_params(weight, 1, per_channel=True)
+    return quantize_weight(weight, params), np.broadcast_to(params.scale, (weight.shape[1],)).astype(np.float32)
+
+
+def _weight_only(ctx, call, x, weight, activation_dtype):
+    """x · (W_q · s) computed as (x · float(W_q)) · s in one kernel: the int8 weights are what the library holds
+    and reads; the conversion happens in the kernel's inner loop."""
+    if weight.ndim != 2 or str(x.ty.dtype) != "float32":
+        return None
+    w_q, scale = _int8_weight(weight)
+
+    def kernel(data, w, s):
+        k = te.reduce_axis((0, w.shape[0]), name="k")
+        out_shape = list(data.shape[:-1]) + [w.shape[1]]
+        acc = te.compute(out_shape, lambda *i: te.sum(data[(*i[:-1], k)] * w[k, i[-1]].astype("float32"), axis=k),
+                         name="weight_only_matmul")
+        return te.compute(out_shape, lambda *i: acc[i] * s[i[-1]], name="column_scale")
+
+    return ctx.builder.emit_te(kernel, x, ctx.const(w_q, "int8"), ctx.const(scale, "float32"))
+
+
+def _dynamic(ctx, call, x, weight, activation_dtype):
+    """Each row of x quantized at run time with its own scale (largest magnitude / 127, symmetric; uint8 codes
+    take zero point 128 so that x86's u8×s8 dot product applies), an int8 matmul into int32, then both scales."""
+    if weight.ndim != 2 or str(x.ty.dtype) != "float32" or x.ty.ndim < 2:
+        return None
+    w_q, w_scale = _int8_weight(weight)
+    depth, columns = w_q.shape
+    amax = ctx.emit(R.max(R.abs(x), axis=[-1], keepdims=True))
+    row_scale = ctx.emit(R.divide(R.maximum(amax, ctx.const([_ROW_FLOOR], "float32")), ctx.const([127.0], "float32")))
+    q = R.clip(R.round(R.divide(x, row_scale)), -127, 127)
+    zero_point = 128 if activation_dtype == "uint8" else 0
+    if zero_point:
+        q = R.add(q, ctx.const([float(zero_point)], "float32"))
+    q = ctx.emit(R.astype(q, activation_dtype))
+    leading = [int(d) for d in list(x.ty.shape)[:-1]]
+    rows = int(np.prod(leading))
+    acc = ctx.emit(R.matmul(ctx.emit(R.reshape(q, [rows, depth])), ctx.const(w_q, "int8"), out_dtype="int32"))
+    if zero_point:
+        offset = -zero_point * w_q.astype(np.int64).sum(axis=0)
+        acc = ctx.emit(R.add(acc, ctx.const(offset.reshape(1, columns), "int32")))
+    real = ctx.emit(R.reshape(R.astype(acc, "float32"), leading + [columns]))
+    return ctx.emit(R.multiply(R.multiply(real, row_scale), ctx.const(w_scale, "float32")))
+
+
 register(Rule(
     ops=("relax.matmul",),
     onnx_types=("MatMul", "Gemm"),
@@ -36,4 +90,6 @@ register(Rule(
     weights=_weights,
     realize=_realize,
     mean_shift=_mean_shift,
+    weight_only=_weight_only,
+    dynamic=_dynamic,
 ))

@@ -35,6 +35,13 @@ class MeanShift(Protocol):
         over the calibration samples; None where not known."""
 
 
+class HybridRealizer(Protocol):
+    def __call__(self, ctx, call, x, weight: np.ndarray, activation_dtype: str):
+        """The expression for `call` with its constant float `weight` in int8 and its activation `x` (a Relax
+        expression) left float (weight-only) or quantized at run time (dynamic); None when the case is not
+        handled (the op then stays FP32)."""
+
+
 def _args(call) -> list:
     return list(call.args)
 
@@ -52,7 +59,8 @@ class Rule:
     operands(call) → the call's tensor operands in order (default: its arguments; concat: its tuple's fields);
     with_operands(call, operands) → the same call on other operands;
     activations(call) → indices (into operands) of the operands that must be quantized activations;
-    weights(call) → {operand index: per-channel axis} for constant weights (anchors only).
+    weights(call) → {operand index: per-channel axis} for constant weights (anchors only);
+    weight_only / dynamic: the hybrid modes' forms of an anchor (`passes/hybrid.py`), where the family has them.
     """
 
     ops: tuple[str, ...]
@@ -64,6 +72,8 @@ class Rule:
     operands: Callable = _args
     with_operands: Callable = _call_with
     mean_shift: MeanShift | None = None
+    weight_only: HybridRealizer | None = None  # --precision int8-weights
+    dynamic: HybridRealizer | None = None  # --precision int8-dynamic
 
 
 _RULES: dict[str, Rule] = {}

@@ -1,0 +1,53 @@
+"""HybridQuantize: int8 weights without calibration, for the anchors whose operator family has a hybrid form."""
+
+import tvm
+from tvm.relax import PyExprMutator, expr_functor
+
+from .. import ops
+from ..ops import RealizeContext, Role
+from ...ir import constant_value, op_name, rewrite_main
+
+MODES = ("int8-weights", "int8-dynamic")
+
+
+@expr_functor.mutator
+class _Hybrid(PyExprMutator):
+    def __init__(self, mod, mode, activation_dtype, excluded_types):
+        super().__init__(mod)
+        self.ctx = RealizeContext(self.builder_)
+        self.mode, self.activation_dtype, self.excluded_types = mode, activation_dtype, excluded_types
+
+    def visit_call_(self, op):
+        call = super().visit_call_(op)
+        rule = ops.lookup(op_name(call) or "")
+        if rule is None or rule.role is not Role.ANCHOR or set(rule.onnx_types) & self.excluded_types:
+            return call
+        realize = rule.weight_only if self.mode == "int8-weights" else rule.dynamic
+        operands, weights, activations = rule.operands(call), rule.weights(call), rule.activations(call)
+        if realize is None or len(weights) != 1 or len(activations) != 1:
+            return call
+        weight = constant_value(operands[next(iter(weights))])
+        if weight is None:
+            return call
+        result = realize(self.ctx, call, operands[activations[0]], weight, self.activation_dtype)
+        return call if result is None else result
+
+
+@tvm.transform.module_pass(opt_level=0, name="qcompile.HybridQuantize")
+class HybridQuantize:
+    """Each anchor with constant weights (MatMul, Gemm) in one of the hybrid modes, through its rule:
+
+    int8-weights: weights int8 per output channel, activations float, the weights converted inside the kernel:
+    4× smaller weights for memory-bound models (LSTMs, transformer encoders, large FC layers);
+    int8-dynamic: weights int8, activations quantized per row at run time from their own range, integer matmul
+    (onnxruntime's quantize_dynamic): no calibration data.
+
+    Anchors whose family has no hybrid form (convolutions) and op types in `excluded_types` stay FP32."""
+
+    def __init__(self, mode: str, activation_dtype: str = "uint8", excluded_types: frozenset = frozenset()):
+        if mode not in MODES:
+            raise ValueError(f"hybrid mode must be one of {MODES}, not {mode!r}")
+        self.mode, self.activation_dtype, self.excluded_types = mode, activation_dtype, excluded_types
+
+    def transform_module(self, mod, ctx):
+        return rewrite_main(_Hybrid(mod, self.mode, self.activation_dtype, self.excluded_types), mod)

@@ -1,0 +1,95 @@
+"""--precision int8-weights and int8-dynamic: int8 weights without calibration, in real kernels."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+
+import qcompile
+from conftest import run_cli
+from qcompile import targets
+from qcompile.driver import CompileRequest, lower_model
+from qcompile.ir import constant_value
+from qcompile.lower import compiler
+from test_recurrent import recurrent_model
+
+
+def mlp(path, width=64):
+    """x [4, 32] → MatMul 32×width → Add → Relu → MatMul width×10."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
+             for name, shape in (("w1", (32, width)), ("w2", (width, 10)))]
+    inits.append(numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b1"))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def lowered_kernels(path, precision):
+    spec = targets.resolve("x86")
+    lowered = lower_model(CompileRequest(model=path, target=spec, precision=precision))
+    return compiler.lower_kernels(lowered.mod, spec)
+
+
+def constants(mod) -> list[np.ndarray]:
+    from tvm.ir.expr import GenericConst
+
+    found = []
+    tvm.relax.analysis.post_order_visit(
+        mod["main"], lambda e: found.append(constant_value(e)) if isinstance(e, GenericConst) else None)
+    return found
+
+
+def kernel_calls(mod) -> list[tuple[str, list[str]]]:
+    """(kernel name, input dtypes) of every TIR kernel `main` calls."""
+    calls = []
+
+    def visit(expr):
+        if isinstance(expr, tvm.relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
+            calls.append((expr.args[0].name_hint, [str(a.ty.dtype) for a in expr.args[1].fields]))
+
+    tvm.relax.analysis.post_order_visit(mod["main"], visit)
+    return calls
+
+
+def test_int8_weights_libraries_hold_the_matmul_weights_as_int8_constants(tmp_path):
+    kernels = lowered_kernels(mlp(tmp_path / "mlp.onnx"), "int8-weights")
+    shapes = {(c.dtype.name, c.shape) for c in constants(kernels)}
+    for weight in ((32, 64), (64, 10)):
+        assert ("int8", weight) in shapes and ("float32", weight) not in shapes  # not folded back to float
+
+
+def test_int8_dynamic_matmuls_multiply_8_bit_integers_into_int32(tmp_path):
+    kernels = lowered_kernels(mlp(tmp_path / "mlp.onnx"), "int8-dynamic")
+    matmuls = [(name, dtypes) for name, dtypes in kernel_calls(kernels) if "matmul" in name]
+    assert len(matmuls) == 2  # both layers
+    for name, dtypes in matmuls:
+        # every operand an integer (8-bit activations and weights, the int32 zero-point correction), and the
+        # products accumulated in int32: the float conversion comes after the sum
+        assert dtypes[:2] in (["uint8", "int8"], ["int8", "int8"]) and all("int" in d for d in dtypes)
+        assert 'T.Cast("int32"' in kernels[name].script()
+    assert not [c for c in constants(kernels) if c.dtype == np.float32 and c.ndim == 2]  # no float weights left
+
+
+@pytest.mark.parametrize("precision, bound", [("int8-weights", 0.9999), ("int8-dynamic", 0.999)])
+def test_hybrid_builds_stay_close_to_onnxruntime_fp32(precision, bound, tmp_path):
+    for path in (mlp(tmp_path / "mlp.onnx"), recurrent_model(tmp_path / "lstm.onnx", "LSTM", seq=6, batch=1,
+                                                              width=16, hidden=16)):
+        library = tmp_path / f"{path.stem}_{precision}.so"
+        assert run_cli("build", path, "--precision", precision, "-o", library, "-q") == 0  # no calibration data
+        model = qcompile.load(library)
+        assert model.sidecar.precision == precision
+        rng = np.random.default_rng(5)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for _ in range(4):
+            feeds = {s.name: rng.standard_normal(s.shape).astype(np.float32) for s in model.inputs}
+            for ours, theirs in zip(model(**feeds), session.run(None, feeds)):
+                a, b = ours.ravel().astype(np.float64), theirs.ravel().astype(np.float64)
+                assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= bound
