@@ -52,7 +52,7 @@ def qcompile_scores(model_path, calib, samples, precision, method):
                             quant=QuantConfig(calibration=CalibrationConfig(method=method or "minmax")))
     compiled = compile_model(config)
     model = artifact.CompiledModel(compiled.executable, compiled.sidecar)
-    return evaluate.scores(model, samples, f"{model_path.name} {precision} {method or ''}", Reporter())
+    return evaluate.scores(model, samples, f"{model_path.name} {precision} {method or ''}", Reporter())[0]
 
 
 def onnxruntime_scores(model_path, calib_samples, samples, input_name, method):

@@ -167,7 +167,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-t", "--target", default="x86",
                           help="a target that runs on this machine (default: x86); see 'qcompile build --help'")
     _add_input_shape(evaluate)
-    _add_quantization_options(evaluate)
+    _add_quantization_options(evaluate, precision=False)
+    evaluate.add_argument("--precision", default="fp32,int8", metavar="LIST",
+                          help="comma-separated builds to evaluate side by side: fp32, int8, int8-weights, "
+                               "int8-dynamic (see 'qcompile build --help'); fp32, the reference, always is "
+                               "(default: fp32,int8)")
     evaluate.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                           help="also build INT8 with accuracy control (see 'qcompile build --help'): its plan is "
                                "searched on the even-numbered evaluation samples, and every row of the table is "
@@ -498,7 +502,7 @@ def _eval(args) -> int:
     from tabulate import tabulate
 
     from . import targets
-    from .driver import compile_model
+    from .driver import PRECISIONS, compile_model
     from .measure import evaluate
     from .runtime import artifact
 
@@ -508,16 +512,18 @@ def _eval(args) -> int:
     shared = source.same_data(args.calib)
     data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)
     report = reporter(args)
+    precisions = list(dict.fromkeys(["fp32"] + [p.strip() for p in args.precision.split(",") if p.strip()]))
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise QcompileError(f"--precision takes {', '.join(PRECISIONS)} (comma-separated), not {unknown[0]!r}")
     controlled = args.max_accuracy_drop is not None
-    if controlled and (args.model.suffix == ".so" or args.precision != "int8"):
-        raise QcompileError("--max-accuracy-drop needs an ONNX model and --precision int8")
+    if controlled and (args.model.suffix == ".so" or "int8" not in precisions):
+        raise QcompileError("--max-accuracy-drop needs an ONNX model and int8 among --precision")
     if args.model.suffix == ".so":
         models = {"library": artifact.load(args.model)}
     else:
         spec = targets.resolve(args.target)
-        variants = [("fp32", "fp32", None)]
-        if args.precision == "int8":
-            variants.append(("int8", "int8", None))
+        variants = [(p, p, None) for p in precisions]
         if controlled:
             from .driver import AccuracyControl
             from .quantize.fallback import AccuracyConfig
@@ -532,11 +538,14 @@ def _eval(args) -> int:
     samples, labels = evaluate.load(data, inputs)
     if controlled:  # the search measured the even-numbered samples
         samples, labels = list(samples)[1::2], labels[1::2]
-    results = {name: evaluate.scores(m, samples, f"evaluating {name}", report) for name, m in models.items()}
+    results, seconds = {}, {}
+    for name, m in models.items():
+        results[name], seconds[name] = evaluate.scores(m, samples, f"evaluating {name}", report)
     note = f", leaving out the {args.calib_count} that calibrated" if shared else ""
     note += "; the odd-numbered ones, which accuracy control did not search on" if controlled else ""
     print(f"{args.model.name}: {len(samples)} samples from {args.data}{note}\n")
-    print(tabulate(evaluate.table(results, labels), headers=["precision", "top-1", "top-5", "top-1 agreement"],
+    rows = [row + (f"{seconds[row[0]] * 1e3:.1f}",) for row in evaluate.table(results, labels)]
+    print(tabulate(rows, headers=["precision", "top-1", "top-5", "top-1 agreement", "ms a sample (here)"],
                    tablefmt="github"))
     return 0
 

@@ -378,14 +378,19 @@ def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs):
 
 def _metric(reference, labels, output_shape):
     """(name, outputs [samples, values] → points) of the metric accuracy control holds: top-1 with labels; else,
-    for class scores (one dimension that is not 1), the top-1 agreement with FP32; else the cosine to FP32."""
+    for class scores (one dimension that is not 1, or probabilities over the last axis: a sequence recognizer's
+    per-step softmax), the top-1 agreement with FP32 at every position; else the cosine to FP32."""
     import numpy as np
 
     if labels is not None:
         return "top-1 (%)", lambda out: 100 * float(np.mean(out.argmax(1) == labels[:len(out)]))
-    if sum(1 for d in output_shape if d != 1) == 1:
-        top = reference.argmax(1)
-        return "top-1 agreement with FP32 (%)", lambda out: 100 * float(np.mean(out.argmax(1) == top))
+    classes = int(output_shape[-1])
+    rows = reference.reshape(len(reference), -1, classes)
+    probabilities = classes > 1 and rows.min() >= 0 and np.allclose(rows.sum(-1), 1, atol=1e-3)
+    if sum(1 for d in output_shape if d != 1) == 1 or probabilities:
+        top = rows.argmax(-1)
+        return ("top-1 agreement with FP32 (%)",
+                lambda out: 100 * float(np.mean(out.reshape(rows.shape).argmax(-1) == top)))
 
     def cosine(out):
         a, b = out.astype(np.float64), reference.astype(np.float64)

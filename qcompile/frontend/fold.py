@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 from ..errors import QcompileError
@@ -30,15 +29,10 @@ def fold_shapes(model, inputs):
         return model
     import onnxslim
 
-    proto = copy.deepcopy(model.proto)
-    for graph_input in proto.graph.input:
-        for sig in inputs:
-            if graph_input.name == sig.name:
-                for dim, size in zip(graph_input.type.tensor_type.shape.dim, sig.shape):
-                    dim.Clear()
-                    dim.dim_value = size
+    from .importer import with_static_inputs
+
     try:
-        folded = onnxslim.slim(proto, skip_optimizations=["graph_fusion"])
+        folded = onnxslim.slim(with_static_inputs(model.proto, inputs), skip_optimizations=["graph_fusion"])
     except Exception as err:  # noqa: BLE001 - onnxslim raises whatever its passes raise
         raise QcompileError(f"could not fold the shape computations of {model.path.name}: "
                             f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None

@@ -182,14 +182,7 @@ def explicit_padding(proto: onnx.ModelProto, inputs: list[TensorSig]) -> onnx.Mo
              and any(a.name == "auto_pad" and a.s in (b"SAME_UPPER", b"SAME_LOWER") for a in n.attribute)]
     if not nodes:
         return proto
-    proto = copy.deepcopy(proto)
-    for graph_input in proto.graph.input:
-        for sig in inputs:
-            if graph_input.name == sig.name:
-                dims = graph_input.type.tensor_type.shape.dim
-                for dim, size in zip(dims, sig.shape):
-                    dim.Clear()
-                    dim.dim_value = size
+    proto = with_static_inputs(proto, inputs)
     inferred = onnx.shape_inference.infer_shapes(proto)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
@@ -218,6 +211,18 @@ def explicit_padding(proto: onnx.ModelProto, inputs: list[TensorSig]) -> onnx.Mo
         if "pads" in attrs:
             node.attribute.remove(attrs["pads"])
         node.attribute.append(onnx.helper.make_attribute("pads", begin + end))
+    return proto
+
+
+def with_static_inputs(proto: onnx.ModelProto, inputs: list[TensorSig]) -> onnx.ModelProto:
+    """A copy of `proto` whose graph inputs have the static shapes of `inputs`."""
+    proto = copy.deepcopy(proto)
+    for graph_input in proto.graph.input:
+        for sig in inputs:
+            if graph_input.name == sig.name:
+                for dim, size in zip(graph_input.type.tensor_type.shape.dim, sig.shape):
+                    dim.Clear()
+                    dim.dim_value = size
     return proto
 
 

@@ -55,14 +55,9 @@ def unroll_recurrent(model, inputs):
 
 def _static_shapes(proto, inputs) -> dict[str, list[int]]:
     """Every tensor's shape by ONNX shape inference, with the graph inputs fixed to `inputs`."""
-    fixed = copy.deepcopy(proto)
-    for graph_input in fixed.graph.input:
-        for sig in inputs:
-            if graph_input.name == sig.name:
-                for dim, size in zip(graph_input.type.tensor_type.shape.dim, sig.shape):
-                    dim.Clear()
-                    dim.dim_value = size
-    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    from .importer import with_static_inputs
+
+    inferred = onnx.shape_inference.infer_shapes(with_static_inputs(proto, inputs), data_prop=True)
     values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
     return {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
             for v in values}
