@@ -116,6 +116,23 @@ def test_matmul_with_float_output_is_exact():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+def test_matmul_of_two_activations_is_integer_and_within_one_step_of_the_real_product():
+    """Attention's Q·Kᵀ: both operands quantized (uint8, their own zero points), requantized to uint8."""
+    a = RNG.integers(0, 256, (1, 2, 6, 16)).astype(np.uint8)
+    b = RNG.integers(0, 256, (1, 2, 16, 5)).astype(np.uint8)
+    s_a, z_a, s_b, z_b, s_o, z_o = 0.03, 120, 0.02, 131, 0.05, 128
+
+    def build(bb, av, bv):
+        return q(bb.emit(R.matmul(dq(av, s_a, z_a), dq(bv, s_b, z_b))), s_o, z_o, "uint8")
+
+    got = realize_and_run(build, {"a": a, "b": b})
+    acc = (a.astype(np.int64) - z_a) @ (b.astype(np.int64) - z_b)
+    multiplier = np.float32(np.float64(s_a) * np.float64(s_b) / np.float64(s_o))
+    np.testing.assert_array_equal(got, requantize(acc, multiplier, z_o, 0, 255))
+    real = ((a.astype(np.float64) - z_a) * s_a) @ ((b.astype(np.float64) - z_b) * s_b)
+    assert np.abs(got.astype(np.int64) - np.clip(np.round(real / s_o) + z_o, 0, 255)).max() <= 1
+
+
 def rescaled(q_inputs, scales, zps, s_o, z_o, lo, hi):
     """The rescale-and-sum reference: round(Σ m_i q_i - Σ m_i z_i) + z_o in float32, one rounding (half up)."""
     multipliers = [np.float64(np.float32(s)) / np.float64(np.float32(s_o)) for s in scales]

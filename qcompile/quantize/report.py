@@ -110,9 +110,8 @@ def count_ops(mod) -> tuple[int, int, dict]:
                 continue
             is_int = str(b.var.ty.dtype).startswith(("int", "uint", "bool"))
             by_dtype["integer" if is_int else "float"][name] += 1
-            if name in anchors:
-                operand = str(b.value.args[0].ty.dtype)
-                if operand in ("int8", "uint8"):
+            if name in anchors:  # integer anchors accumulate in int32 (8-bit operands, or 16-bit centred ones)
+                if str(b.var.ty.dtype) == "int32":
                     integer_anchors += 1
                 else:
                     float_anchors += 1

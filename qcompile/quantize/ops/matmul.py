@@ -15,12 +15,41 @@ _ROW_FLOOR = 1e-12
 
 def _realize(ctx, call, inputs, out, clamp, bias):
     x, w = inputs
-    if not w.is_constant or w.value.ndim != 2:
+    if not w.is_constant:
+        return _realize_activations(ctx, x, w, out, clamp, bias)
+    if w.value.ndim != 2:
         return None
     acc = ctx.emit(R.matmul(x.q, ctx.const(w.value, "int8"), out_dtype="int32"))
     w_scale = np.broadcast_to(w.params.scale, (w.value.shape[1],))
     offset = -int(x.params.zero_point) * w.value.astype(np.int64).sum(axis=0)
     return ctx.finish_anchor(acc, x.params.scale * w_scale, offset, bias, out, clamp, channel_axis=-1)
+
+
+def _realize_activations(ctx, a, b, out, clamp, bias):
+    """Two quantized activations (attention's Q·Kᵀ and A·V): (q_a - z_a)·(q_b - z_b) in 16-bit integers summed
+    in int32, then requantized with the product of the two (per-tensor) scales."""
+    if a.params.per_channel or b.params.per_channel:
+        return None
+
+    def centred(i):  # q - z fits int16 (-255 … 255), whose pairwise multiply-add CPUs have (AVX2's vpmaddwd)
+        wide = ctx.emit(R.astype(i.q, "int16"))
+        if not int(i.params.zero_point):
+            return wide
+        return ctx.emit(R.subtract(wide, ctx.const([int(i.params.zero_point)], "int16")))
+
+    acc = ctx.emit(R.matmul(centred(a), centred(b), out_dtype="int32"))
+    scale = np.asarray([np.float64(a.params.scale) * np.float64(b.params.scale)])
+    return ctx.finish_anchor(acc, scale, np.zeros(1, np.int64), bias, out, clamp, channel_axis=-1)
+
+
+def _activations(call):
+    """The data, and the second operand too when it is not a constant: an activation×activation product is
+    quantized on both sides; a constant of another rank than 2 (a batched weight) leaves the matmul in FP32."""
+    from tvm.ir.expr import GenericConst
+
+    if not isinstance(call.args[1], GenericConst):
+        return [0, 1]
+    return [0] if call.args[1].ty.ndim == 2 else []
 
 
 def _weights(call):
@@ -86,7 +115,7 @@ register(Rule(
     ops=("relax.matmul",),
     onnx_types=("MatMul", "Gemm"),
     role=Role.ANCHOR,
-    activations=lambda call: [0] if call.args[1].ty.ndim == 2 else [],
+    activations=_activations,
     weights=_weights,
     realize=_realize,
     mean_shift=_mean_shift,

@@ -70,10 +70,13 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         if not inputs or not all(isinstance(x, relax.Var) for x in inputs):
             continue
         if rule.role is Role.ANCHOR:
-            w = rule.weights(call)
-            if not w or not all(isinstance(operands[i], GenericConst) for i in w):
+            w = {i: axis for i, axis in rule.weights(call).items() if i not in indices}
+            if not w and len(indices) < len(operands):
+                continue  # neither constant weights nor every operand an activation
+            if not all(isinstance(operands[i], GenericConst) for i in w):
                 continue
-            weights[b.var] = w
+            if w:
+                weights[b.var] = w
         requests[b.var] = indices
         wanted.update(inputs)
         if rule.role is Role.PASS_THROUGH:
