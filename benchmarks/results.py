@@ -21,6 +21,7 @@ GPU_HEADING = "## CUDA"
 # measured by their own scripts, on whatever machine ran them (each section says which); carried over
 VERIFICATION_HEADING, CONCURRENCY_HEADING = "## Build verification", "## Concurrent calls"
 OCR_HEADING, BERT_HEADING, VAD_HEADING = "## PP-OCR task accuracy", "## BERT-like encoder", "## Silero VAD"
+CONTROL_HEADING = "## Accuracy control"
 ACCURACY_HEADING, LATENCY_HEADING = "## INT8 accuracy", "## Latency"
 
 
@@ -50,7 +51,8 @@ def main():
         _section(args.output, CONCURRENCY_HEADING, OCR_HEADING),  # benchmarks/concurrency.py
         _section(args.output, OCR_HEADING, BERT_HEADING),  # benchmarks/ocr.py
         _section(args.output, BERT_HEADING, VAD_HEADING),  # benchmarks/bert.py --measure
-        _section(args.output, VAD_HEADING),  # benchmarks/vad.py
+        _section(args.output, VAD_HEADING, CONTROL_HEADING),  # benchmarks/vad.py
+        _section(args.output, CONTROL_HEADING),  # benchmarks/accuracy_control.py
     ]
     with tempfile.NamedTemporaryFile("w", dir=args.output.parent, suffix=".md", delete=False) as out:
         out.write("\n".join(sections))

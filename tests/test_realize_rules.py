@@ -133,6 +133,31 @@ def test_matmul_of_two_activations_is_integer_and_within_one_step_of_the_real_pr
     assert np.abs(got.astype(np.int64) - np.clip(np.round(real / s_o) + z_o, 0, 255)).max() <= 1
 
 
+@pytest.mark.parametrize("method", ["nearest_neighbor", "linear"])
+def test_resize_runs_on_the_codes_within_one_step_of_the_float_resize(method):
+    x = RNG.integers(0, 256, (1, 3, 5, 7)).astype(np.uint8)
+    s, z = 0.04, 117
+
+    def resize(data):
+        return R.image.resize2d(data, (10, 14), method=method, coordinate_transformation_mode="half_pixel")
+
+    def build(bb, xv):
+        return q(bb.emit(resize(dq(xv, s, z))), s, z, "uint8")
+
+    got = realize_and_run(build, {"x": x})
+    bb = relax.BlockBuilder()  # the float resize of the dequantized input, as TVM computes it
+    xv = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [xv]):
+        bb.emit_func_output(bb.emit(resize(xv)))
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    real = vm["main"](tvm.runtime.tensor(((x.astype(np.float64) - z) * s).astype(np.float32))).numpy()
+    expected = np.clip(np.round(real / s) + z, 0, 255)
+    if method == "nearest_neighbor":
+        np.testing.assert_array_equal(got, expected)  # codes picked, not computed
+    else:
+        assert np.abs(got.astype(np.int64) - expected).max() <= 1
+
+
 def rescaled(q_inputs, scales, zps, s_o, z_o, lo, hi):
     """The rescale-and-sum reference: round(Σ m_i q_i - Σ m_i z_i) + z_o in float32, one rounding (half up)."""
     multipliers = [np.float64(np.float32(s)) / np.float64(np.float32(s_o)) for s in scales]
