@@ -617,7 +617,10 @@ def _inspect(args) -> int:
         return _inspect_library(args.model)
     model = importer.load(args.model)
     supported = importer.supported_ops()
-    quantizable = {t for rule in ops.all_rules() for t in rule.onnx_types}
+    from .frontend.recurrent import RECURRENT_OPS
+
+    # recurrences are unrolled at import: their MatMuls are quantized like any other
+    quantizable = {t for rule in ops.all_rules() for t in rule.onnx_types} | RECURRENT_OPS
     print(f"{args.model}  (opset {model.opset}, sha256 {model.sha256[:12]})\n")
     print(_signature_table(model.inputs, model.outputs))
     print()

@@ -311,13 +311,18 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
     held-out inputs; the calibration statistics are collected once and shared by all candidates."""
     import time
 
+    import numpy as np
+
     from .quantize import fallback, quantizer, report, sensitivity
 
     control = request.accuracy
     held_out, labels = _accuracy_data(control, request.calib, inputs)
     names = quantizer.anchor_names(model)
-    with reporter.step(f"accuracy control: running FP32 on {len(held_out)} held-out samples"):
-        reference = _first_outputs(_on_host(mod, inputs, outputs), held_out)
+    with reporter.step(f"accuracy control: running onnxruntime FP32 on {len(held_out)} held-out samples"):
+        # the model's own FP32 answers (the FP32 build agrees within 1e-5 of the range), 50× faster than the
+        # untuned FP32 build
+        reference = np.stack([o[0].reshape(-1) for o in verify.onnxruntime_outputs(
+            request.model, [s.name for s in inputs], held_out)])
     metric_name, metric = _metric(reference, labels, outputs[0].shape)
     stats: dict = {}
     seconds: dict = {}
