@@ -280,9 +280,12 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
         with reporter.step("realizing the model's own quantize/dequantize pairs as integer kernels"):
             mod = instrument.apply(qdq_import_pipeline(request.quant.per_channel), mod, reporter)
     elif precision in HYBRID:
+        from .quantize import quantizer
+
         with reporter.step(f"quantizing the weights ({precision})"):
-            mod = instrument.apply(hybrid_pipeline(precision, request.quant.activation_dtype,
-                                                   request.quant.exclude), mod, reporter)
+            exclusions = quantizer.exclusions(request.quant, quantizer.anchor_names(model))
+            mod = instrument.apply(hybrid_pipeline(precision, request.quant.activation_dtype, exclusions), mod,
+                                   reporter)
     elif calibrating:
         precision = "int8-simulated" if request.quant.simulate else "int8"
         if request.accuracy is None:

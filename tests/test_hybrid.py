@@ -11,6 +11,7 @@ import qcompile
 from conftest import run_cli
 from qcompile import targets
 from qcompile.driver import CompileRequest, lower_model
+from qcompile.quantize.quantizer import QuantConfig
 from qcompile.ir import constant_value
 from qcompile.lower import compiler
 from test_recurrent import recurrent_model
@@ -22,8 +23,8 @@ def mlp(path, width=64):
     inits = [numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
              for name, shape in (("w1", (32, width)), ("w2", (width, 10)))]
     inits.append(numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b1"))
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
-             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -32,10 +33,10 @@ def mlp(path, width=64):
     return path
 
 
-def lowered_kernels(path, precision):
+def lowered_kernels(path, precision, exclude=frozenset()):
     spec = targets.resolve("x86")
-    lowered = lower_model(CompileRequest(model=path, target=spec, precision=precision))
-    return compiler.lower_kernels(lowered.mod, spec)
+    request = CompileRequest(model=path, target=spec, precision=precision, quant=QuantConfig(exclude=exclude))
+    return compiler.lower_kernels(lower_model(request).mod, spec)
 
 
 def constants(mod) -> list[np.ndarray]:
@@ -76,6 +77,13 @@ def test_int8_dynamic_matmuls_multiply_8_bit_integers_into_int32(tmp_path):
         assert dtypes[:2] in (["uint8", "int8"], ["int8", "int8"]) and all("int" in d for d in dtypes)
         assert 'T.Cast("int32"' in kernels[name].script()
     assert not [c for c in constants(kernels) if c.dtype == np.float32 and c.ndim == 2]  # no float weights left
+
+
+@pytest.mark.parametrize("precision", ["int8-weights", "int8-dynamic"])
+def test_an_excluded_layer_keeps_its_float_weights_in_the_hybrid_modes(precision, tmp_path):
+    kernels = lowered_kernels(mlp(tmp_path / "mlp.onnx"), precision, exclude=frozenset({"fc2"}))
+    shapes = {(c.dtype.name, c.shape) for c in constants(kernels)}
+    assert ("int8", (32, 64)) in shapes and ("float32", (64, 10)) in shapes and ("int8", (64, 10)) not in shapes
 
 
 @pytest.mark.parametrize("precision, bound", [("int8-weights", 0.9999), ("int8-dynamic", 0.999)])

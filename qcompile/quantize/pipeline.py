@@ -31,11 +31,11 @@ def annotate_pipeline(exclusions: Exclusions) -> tvm.transform.Pass:
     ], name="qcompile.annotate")
 
 
-def hybrid_pipeline(mode: str, activation_dtype: str, excluded_types: frozenset = frozenset()) -> tvm.transform.Pass:
+def hybrid_pipeline(mode: str, activation_dtype: str, exclusions: Exclusions = Exclusions()) -> tvm.transform.Pass:
     """FP32 import → int8-weights or int8-dynamic graph (no calibration)."""
     return tvm.transform.Sequential([
         Prepare(),
-        HybridQuantize(mode, activation_dtype, excluded_types),
+        HybridQuantize(mode, activation_dtype, exclusions),
     ], name="qcompile.hybrid")
 
 

@@ -53,7 +53,7 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         for arg in var_args(b.value):
             consumers.setdefault(arg, []).append(b)
     nodes = onnx_nodes(bindings, exclusions.anchor_names)
-    excluded = {b.var for b in bindings if _is_excluded(b, nodes, exclusions)}
+    excluded = excluded_vars(bindings, exclusions, nodes)
     epilogue = _epilogues(bindings, consumers, excluded)
 
     wanted, requests, weights, tie = set(), {}, {}, {}
@@ -142,11 +142,16 @@ def onnx_nodes(bindings, anchor_names) -> dict:
     return nodes
 
 
-def _is_excluded(binding, nodes, exclusions: Exclusions) -> bool:
-    rule = ops.lookup(op_name(binding.value) or "")
-    if rule is None:
-        return False
-    return bool(exclusions.op_types & set(rule.onnx_types)) or nodes.get(binding.var) in exclusions.node_names
+def excluded_vars(bindings, exclusions: Exclusions, nodes: dict | None = None) -> set:
+    """The bindings `exclusions` keeps in FP32 (by their rule's ONNX op types, or anchors by ONNX node name)."""
+    nodes = onnx_nodes(bindings, exclusions.anchor_names) if nodes is None else nodes
+    excluded = set()
+    for b in bindings:
+        rule = ops.lookup(op_name(b.value) or "")
+        if rule is not None and (exclusions.op_types & set(rule.onnx_types)
+                                 or nodes.get(b.var) in exclusions.node_names):
+            excluded.add(b.var)
+    return excluded
 
 
 def var_args(expr) -> list:

@@ -6,21 +6,22 @@ from tvm.relax import PyExprMutator, expr_functor
 from .. import ops
 from ..ops import RealizeContext, Role
 from ...ir import constant_value, op_name, rewrite_main
+from .annotate import Exclusions, excluded_vars
 
 MODES = ("int8-weights", "int8-dynamic")
 
 
 @expr_functor.mutator
 class _Hybrid(PyExprMutator):
-    def __init__(self, mod, mode, activation_dtype, excluded_types):
+    def __init__(self, mod, mode, activation_dtype, excluded_calls):
         super().__init__(mod)
         self.ctx = RealizeContext(self.builder_)
-        self.mode, self.activation_dtype, self.excluded_types = mode, activation_dtype, excluded_types
+        self.mode, self.activation_dtype, self.excluded_calls = mode, activation_dtype, excluded_calls
 
     def visit_call_(self, op):
         call = super().visit_call_(op)
         rule = ops.lookup(op_name(call) or "")
-        if rule is None or rule.role is not Role.ANCHOR or set(rule.onnx_types) & self.excluded_types:
+        if rule is None or rule.role is not Role.ANCHOR or op in self.excluded_calls:
             return call
         realize = rule.weight_only if self.mode == "int8-weights" else rule.dynamic
         operands, weights, activations = rule.operands(call), rule.weights(call), rule.activations(call)
@@ -42,12 +43,15 @@ class HybridQuantize:
     int8-dynamic: weights int8, activations quantized per row at run time from their own range, integer matmul
     (onnxruntime's quantize_dynamic): no calibration data.
 
-    Anchors whose family has no hybrid form (convolutions) and op types in `excluded_types` stay FP32."""
+    Anchors whose family has no hybrid form (convolutions) and those `exclusions` names stay FP32."""
 
-    def __init__(self, mode: str, activation_dtype: str = "uint8", excluded_types: frozenset = frozenset()):
+    def __init__(self, mode: str, activation_dtype: str = "uint8", exclusions: Exclusions = Exclusions()):
         if mode not in MODES:
             raise ValueError(f"hybrid mode must be one of {MODES}, not {mode!r}")
-        self.mode, self.activation_dtype, self.excluded_types = mode, activation_dtype, excluded_types
+        self.mode, self.activation_dtype, self.exclusions = mode, activation_dtype, exclusions
 
     def transform_module(self, mod, ctx):
-        return rewrite_main(_Hybrid(mod, self.mode, self.activation_dtype, self.excluded_types), mod)
+        bindings = [b for block in mod["main"].body.blocks for b in block.bindings]
+        excluded = excluded_vars(bindings, self.exclusions)
+        calls = {b.value for b in bindings if b.var in excluded}
+        return rewrite_main(_Hybrid(mod, self.mode, self.activation_dtype, calls), mod)
