@@ -341,13 +341,11 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
         seconds[frozenset(restored)] = (time.perf_counter() - start) / len(held_out)
         return metric(results)
 
-    def progress(step: fallback.Step, probe: bool):
-        if not step.restored:
-            what = "all layers in INT8"
-        elif probe:
-            what = f"only {step.restored[0]} in FP32 (probe)"
-        else:
-            what = f"{step.restored[-1]} to FP32 ({len(step.restored)} in FP32)"
+    def progress(step: fallback.Step, kind: str):
+        what = {"start": "all layers in INT8",
+                "probe": f"only {step.restored[-1] if step.restored else ''} in FP32 (probe)",
+                "kept": f"{step.restored[-1] if step.restored else ''} to FP32, kept ({len(step.restored)} in FP32)",
+                "rejected": f"{step.restored[-1] if step.restored else ''} to FP32 gains nothing, stays INT8"}[kind]
         reporter.note(f"accuracy control: {what}: {metric_name} {step.metric:.2f} (FP32 {fp32:.2f})")
 
     fp32 = metric(reference)

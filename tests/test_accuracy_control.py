@@ -34,6 +34,14 @@ def test_the_search_stops_at_the_first_step_within_budget():
     assert len(calls) == len(set(frozenset(c) for c in calls))  # no set of layers evaluated twice
 
 
+def test_a_restore_that_gains_nothing_is_dropped():
+    evaluate, _ = fake_metric({"a": 2.0, "b": 0.0, "c": 2.5}, base=90.0)
+    plan = search(["a", "b", "c"] + ["d"], evaluate, fp32=95.0, metric="m",
+                  config=AccuracyConfig(0.5, measured=0))
+    # a helps, b does not (dropped, stays INT8), c reaches 94.5: within budget
+    assert plan.restored == ("a", "c") and [s.restored for s in plan.rejected] == [("a", "b")] and plan.met
+
+
 def test_no_layer_is_restored_when_int8_already_meets_the_budget():
     evaluate, calls = fake_metric({"a": 5.0}, base=94.8)
     plan = search(["a"], evaluate, fp32=95.0, metric="m", config=AccuracyConfig(0.3))
@@ -41,7 +49,7 @@ def test_no_layer_is_restored_when_int8_already_meets_the_budget():
 
 
 def test_a_budget_that_only_fp32_meets_is_reported_as_not_met():
-    evaluate, calls = fake_metric({"a": 0.1, "b": 0.1, "c": 10.0}, base=80.0)
+    evaluate, calls = fake_metric({"a": 0.1, "b": 0.1, "c": 0.1}, base=80.0)
     plan = search(["a", "b", "c"], evaluate, fp32=95.0, metric="m", config=AccuracyConfig(1.0, measured=0))
     assert plan.restored == ("a", "b") and not plan.met and "NOT met" in plan.summary()
     assert ("a", "b", "c") not in calls  # every layer in FP32 is no INT8 build

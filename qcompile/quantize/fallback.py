@@ -41,6 +41,7 @@ class FallbackPlan:
     max_drop: float
     probes: tuple[Step, ...]  # one layer restored at a time, for the ranking
     steps: tuple[Step, ...]  # the greedy restore: first step none restored, last step the plan
+    rejected: tuple[Step, ...] = ()  # restores tried and dropped: the metric did not rise
 
     @property
     def restored(self) -> tuple[str, ...]:
@@ -68,18 +69,20 @@ class FallbackPlan:
         return {"metric": self.metric, "fp32": self.fp32, "max_drop": self.max_drop, "before": self.before,
                 "after": self.after, "met": self.met, "restored": list(self.restored),
                 "probes": [{"restored": list(s.restored), "metric": s.metric} for s in self.probes],
-                "steps": [{"restored": list(s.restored), "metric": s.metric} for s in self.steps], **extra}
+                "steps": [{"restored": list(s.restored), "metric": s.metric} for s in self.steps],
+                "rejected": [{"restored": list(s.restored), "metric": s.metric} for s in self.rejected], **extra}
 
 
 def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32: float, metric: str,
-           config: AccuracyConfig, progress: Callable[[Step, bool], None] = lambda step, probe: None) -> FallbackPlan:
+           config: AccuracyConfig, progress: Callable[[Step, str], None] = lambda step, kind: None) -> FallbackPlan:
     """Restore layers to FP32 until `fp32 - evaluate(restored) <= config.max_drop`.
 
     `ranked`: the quantized layers, most suspect first (by their measured quantization error). The first
-    `config.measured` of them are each evaluated restored alone; they are restored in the order of the metric that
-    gained, then the rest in ranking order, one per step, and the search stops at the first step within budget
-    (at the latest with one layer left in INT8).
-    `progress(step, probe)` hears of every measurement.
+    `config.measured` of them are each evaluated restored alone; they are tried in the order of the metric that
+    gained, then the rest in ranking order, one per step; a layer is kept in FP32 only if the metric rises with it
+    (a restore that gains nothing costs FP32 time for noise), and the search stops at the first step within
+    budget (at the latest with one layer left in INT8).
+    `progress(step, kind)` hears of every measurement; kind: "start", "probe", "kept" or "rejected".
     Deterministic: ties keep the ranking's order; no set of layers is evaluated twice."""
     known: dict[frozenset, float] = {}
 
@@ -90,19 +93,23 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
         return known[key]
 
     steps = [Step((), measure(()))]
-    progress(steps[0], False)
-    probes = ()
+    progress(steps[0], "start")
+    probes, rejected = (), []
     if fp32 - steps[0].metric > config.max_drop and ranked:
         probes = tuple(Step((layer,), measure((layer,))) for layer in ranked[:config.measured])
         for probe in probes:
-            progress(probe, True)
+            progress(probe, "probe")
         by_gain = sorted(range(len(probes)), key=lambda i: (-probes[i].metric, i))
         order = [ranked[i] for i in by_gain] + ranked[len(probes):]
-        restored: tuple[str, ...] = ()
         for layer in order[:-1]:  # all of them restored is the FP32 build, not an INT8 one
-            restored += (layer,)
-            steps.append(Step(restored, measure(restored)))
-            progress(steps[-1], False)
-            if fp32 - steps[-1].metric <= config.max_drop:
+            tried = Step(steps[-1].restored + (layer,), measure(steps[-1].restored + (layer,)))
+            if tried.metric <= steps[-1].metric:
+                progress(tried, "rejected")
+                rejected.append(tried)  # no gain: the layer stays INT8 (and costs no FP32 time)
+                continue
+            progress(tried, "kept")
+            steps.append(tried)
+            if fp32 - tried.metric <= config.max_drop:
                 break
-    return FallbackPlan(metric=metric, fp32=fp32, max_drop=config.max_drop, probes=probes, steps=tuple(steps))
+    return FallbackPlan(metric=metric, fp32=fp32, max_drop=config.max_drop, probes=probes, steps=tuple(steps),
+                        rejected=tuple(rejected))
