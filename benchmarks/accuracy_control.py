@@ -25,20 +25,23 @@ def main():
     parser.add_argument("--budget", type=float, default=0.3, help="--max-accuracy-drop, points (default 0.3)")
     parser.add_argument("--count", type=int, default=600, help="images, calibration ones included (default 600)")
     parser.add_argument("--calib-count", type=int, default=100)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
     args = parser.parse_args()
+    chosen = [m.strip() for m in args.models.split(",")]
     sys.path.insert(0, str(HERE))
     from latency import machine
 
     images, synsets = args.shared / "data" / "imagenet-sample", args.shared / "data" / "imagenet_synsets.txt"
     print("## Accuracy control (`benchmarks/accuracy_control.py`)\n")
     print(machine() + "\n")
-    print(f"Command: `python benchmarks/accuracy_control.py --budget {args.budget:g} --count {args.count}`, i.e. "
+    print(f"Command: `python benchmarks/accuracy_control.py --budget {args.budget:g} --count {args.count} --models "
+          f"'{args.models}'`, i.e. "
           f"`qcompile eval MODEL --data imagenet-sample --labels imagenet_synsets.txt --calib imagenet-sample "
           f"--calib-count {args.calib_count} --count {args.count} --max-accuracy-drop {args.budget:g}`: percentile "
           "calibration; the plan is searched on the even-numbered held-out images (top-1 against the labels), the "
           "table measures every build on the odd-numbered ones. Latency: the search's own timing of the untuned "
           "INT8 build on this CPU, all layers INT8 vs the plan.\n")
-    for title, (file, preprocess) in MODELS.items():
+    for title, (file, preprocess) in ((t, MODELS[t]) for t in chosen):
         run = subprocess.run([sys.executable, "-m", "qcompile", "eval", args.shared / "models" / file, "--data", images,
                               "--labels", synsets, "--calib", images, "--calib-count", str(args.calib_count),
                               "--count", str(args.count), "--preprocess", preprocess, "--max-accuracy-drop",
