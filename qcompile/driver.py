@@ -312,10 +312,9 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
     """Quantize, then restore the layers that cost the metric most to FP32 until the drop fits the budget
     (`quantize/fallback.py`). Every candidate is realized in integers, compiled for this CPU and run on the
     held-out inputs; the calibration statistics are collected once and shared by all candidates."""
-    import time
-
     import numpy as np
 
+    from .measure import evaluate as evaluation
     from .quantize import fallback, quantizer, report, sensitivity
 
     control = request.accuracy
@@ -329,16 +328,19 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
     metric_name, metric = _metric(reference, labels, outputs[0].shape)
     stats: dict = {}
     seconds: dict = {}
+    last: dict = {}  # the last candidate quantized: the search measures the one the ranking quantized first
 
-    def quantize_with(restored: tuple[str, ...]) -> Quantized:
-        config = dataclasses.replace(request.quant, exclude=request.quant.exclude | frozenset(restored))
-        return quantizer.quantize(mod, samples, config, names, stats_cache=stats)
+    def quantize_with(restored: tuple[str, ...], progress: Reporter = SILENT) -> Quantized:
+        key = frozenset(restored)
+        if key not in last:
+            config = dataclasses.replace(request.quant, exclude=request.quant.exclude | key)
+            last.clear()
+            last[key] = quantizer.quantize(mod, samples, config, names, progress, stats_cache=stats)
+        return last[key]
 
     def evaluate(restored: tuple[str, ...]) -> float:
         run = _on_host(quantize_with(restored).mod, inputs, outputs)
-        start = time.perf_counter()
-        results = _first_outputs(run, held_out)
-        seconds[frozenset(restored)] = (time.perf_counter() - start) / len(held_out)
+        results, seconds[frozenset(restored)] = evaluation.scores(run, held_out, "")
         return metric(results)
 
     def progress(step: fallback.Step, kind: str):
@@ -350,7 +352,7 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
 
     fp32 = metric(reference)
     with reporter.step(f"accuracy control: calibrating on {len(samples)} samples and ranking the layers"):
-        first = quantizer.quantize(mod, samples, request.quant, names, reporter, stats_cache=stats)
+        first = quantize_with((), reporter)
         ranked = sensitivity.rank_layers(first, report.build_report(first, samples[:8]), names)
     plan = fallback.search(ranked, evaluate, fp32, metric_name, control.config, progress)
     reporter.note(plan.summary())
@@ -404,12 +406,6 @@ def _metric(reference, labels, output_shape):
         return 100 * float(np.mean(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), 1.0)))
 
     return "output cosine to FP32 (×100)", cosine
-
-
-def _first_outputs(run, samples):
-    import numpy as np
-
-    return np.stack([run(*sample)[0].reshape(-1) for sample in samples])
 
 
 def _on_host(mod, inputs, outputs) -> artifact.CompiledModel:

@@ -202,29 +202,24 @@ def _ort_quantized(config: BenchConfig, inputs, reporter, dynamic: bool = False)
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if dynamic:
-        with reporter.step("quantizing with onnxruntime (dynamic) for comparison"), \
-                logger_level(None, logging.ERROR), contextlib.redirect_stdout(sys.stderr), \
-                tempfile.TemporaryDirectory(prefix="qcompile-ort-") as folder:
-            path = Path(folder) / "dynamic.onnx"
-            quantize_dynamic(str(config.compile.model), str(path), per_channel=True, weight_type=QuantType.QInt8)
-            return path.read_bytes()
-
-    samples = calibdata.samples(config.compile.calib, inputs)
-
     class Reader(CalibrationDataReader):
         def __init__(self):
+            samples = calibdata.samples(config.compile.calib, inputs)
             self.items = iter([{s.name: a for s, a in zip(inputs, sample)} for sample in samples])
 
         def get_next(self):
             return next(self.items, None)
 
     # it warns through the root logger to pre-process the model
-    with reporter.step("quantizing with onnxruntime for comparison"), logger_level(None, logging.ERROR), \
-            contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="qcompile-ort-") as folder:
+    with reporter.step(f"quantizing with onnxruntime ({'dynamic' if dynamic else 'static'}) for comparison"), \
+            logger_level(None, logging.ERROR), contextlib.redirect_stdout(sys.stderr), \
+            tempfile.TemporaryDirectory(prefix="qcompile-ort-") as folder:
         path = Path(folder) / "int8.onnx"
-        quantize_static(str(config.compile.model), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        if dynamic:
+            quantize_dynamic(str(config.compile.model), str(path), per_channel=True, weight_type=QuantType.QInt8)
+        else:
+            quantize_static(str(config.compile.model), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return path.read_bytes()
 
 

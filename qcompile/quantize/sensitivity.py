@@ -8,7 +8,7 @@ the model's outputs) less that of its quantized inputs. Layers adding the most c
 from __future__ import annotations
 
 from .markers import QUANT_POINT, marker
-from .passes.annotate import onnx_nodes, var_args
+from .passes.annotate import consumers_of, onnx_nodes, var_args
 
 
 def rank_layers(quantized, report, anchor_names: dict) -> list[str]:
@@ -22,10 +22,7 @@ def rank_layers(quantized, report, anchor_names: dict) -> list[str]:
         found = marker(b.value)
         if found is not None and found[0] == QUANT_POINT:
             labels[b.var] = found[1][2].value
-    consumers = {}
-    for b in bindings:
-        for arg in var_args(b.value):
-            consumers.setdefault(arg, []).append(b)
+    consumers = consumers_of(bindings)
     scored = []
     for order, b in enumerate(bindings):
         inputs = [labels[a] for a in var_args(b.value) if a in labels]

@@ -48,10 +48,7 @@ def _plan(func: relax.Function, exclusions: Exclusions):
     A pass-through op's output shares its input's parameters (tied to the same point).
     """
     bindings = [b for block in func.body.blocks for b in block.bindings]
-    consumers = {}
-    for b in bindings:
-        for arg in var_args(b.value):
-            consumers.setdefault(arg, []).append(b)
+    consumers = consumers_of(bindings)
     nodes = onnx_nodes(bindings, exclusions.anchor_names)
     excluded = excluded_vars(bindings, exclusions, nodes)
     epilogue = _epilogues(bindings, consumers, excluded)
@@ -152,6 +149,15 @@ def excluded_vars(bindings, exclusions: Exclusions, nodes: dict | None = None) -
                                  or nodes.get(b.var) in exclusions.node_names):
             excluded.add(b.var)
     return excluded
+
+
+def consumers_of(bindings) -> dict:
+    """Variable → the bindings that take it as an argument, in program order."""
+    consumers = {}
+    for b in bindings:
+        for arg in var_args(b.value):
+            consumers.setdefault(arg, []).append(b)
+    return consumers
 
 
 def var_args(expr) -> list:
