@@ -2,7 +2,7 @@
 
 Builds the model as `qcompile build` does (same passes, the tuning records it finds), then times every kernel of
 the lowered module with TVM's time evaluator and prints a Markdown table, slowest total first: per-call and
-total time, how it got its schedule (tuned record, fixed rule, or none) and, for the packed (dense) convs, the
+total time, how it got its schedule (tuned record, fixed rule, default template, or none) and, for the packed (dense) convs, the
 int8 multiply-adds per second. Kernels timed alone find their weights in cache: their sum is a lower bound of the
 model's latency, not a prediction of it.
 
@@ -84,13 +84,17 @@ def profile(args) -> list[Kernel]:
     database = driver.find_records(config, sidecar)
     if database is not None:
         lowered, _, _ = records.apply(lowered, database, spec.tvm_target())
+    tuned = {gv.name_hint for gv, f in lowered.functions_items()
+             if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)} - fixed
+    lowered = compiler.schedule_defaults(lowered, spec)
     calls = _call_counts(lowered)
     result = []
     for gvar, func in lowered.functions_items():
         if not isinstance(func, tirx.PrimFunc) or gvar.name_hint not in calls:
             continue
         scheduled = func.attrs and func.attrs.get("tirx.is_scheduled", False)
-        schedule = "fixed" if gvar.name_hint in fixed else "tuned" if scheduled else "none"
+        schedule = ("fixed" if gvar.name_hint in fixed else "tuned" if gvar.name_hint in tuned
+                    else "default" if scheduled else "none")
         result.append(Kernel(gvar.name_hint, calls[gvar.name_hint], _time(func, spec), schedule,
                              macs.get(gvar.name_hint, 0)))
     return sorted(result, key=lambda k: -k.ms * k.calls)

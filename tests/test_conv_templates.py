@@ -1,20 +1,30 @@
-"""The hand-written packed-conv schedules tuning measures first: every tile shape offered computes the conv's
-integers (numpy reference) with its epilogue, on vpdpbusd."""
+"""The hand-written packed-conv schedules (the default of every packed conv, and tuning's first candidates): every
+tile shape computes the conv's integers (numpy reference) with its epilogue, on vpdpbusd (VNNI) and on vpmaddwd
+(AVX2); the default register tile follows the register file."""
 
 import numpy as np
 import pytest
 import tvm
 from tvm import te
 
-from qcompile.lower import conv_templates
+from qcompile.lower import conv_templates, intrinsics
 from qcompile import targets
+from qcompile.lower.kernels import OUTPUT_LANES, WEIGHT_GROUPS
 from qcompile.lower.passes.pack_conv import _conv_blocked, pack_kernel
 
-TARGET = targets.resolve("x86").tvm_target()
 SCALE = 2.0 ** -7  # a power of two: every float in the epilogue is exact, so fused or not the rounding is the same
+HOST = targets.resolve("x86").tvm_target()
+# (target, its intrinsic, the instruction in its code, the CPU feature running it needs); the AVX2 one runs on
+# every x86-64 CPU of the last decade
+MACHINES = {
+    "vnni": (HOST, intrinsics.VNNI, "vpdpbusd", "avx512vnni"),
+    "avx2": (targets.resolve("x86-avx2").tvm_target(), intrinsics.AVX2, "vpmaddwd", "avx2"),
+}
 
-pytestmark = pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx512vnni", TARGET),
-                                reason="this machine's CPU has no AVX-512 VNNI")
+
+def _on_host(machine):
+    runs = tvm.target.codegen.target_has_features(MACHINES[machine][3], HOST)
+    return pytest.param(machine, marks=pytest.mark.skipif(not runs, reason=f"this machine's CPU has no {machine}"))
 
 
 def _reference(data_nchw, kernel_oihw, stride, pad):
@@ -31,15 +41,16 @@ def _reference(data_nchw, kernel_oihw, stride, pad):
     return out
 
 
-def _blocked(nchw):
+def _blocked(nchw, lanes):
     n, c, h, w = nchw.shape
-    return np.ascontiguousarray(nchw.reshape(n, c // 16, 16, h, w).transpose(0, 1, 3, 4, 2))
+    return np.ascontiguousarray(nchw.reshape(n, c // lanes, lanes, h, w).transpose(0, 1, 3, 4, 2))
 
 
-def _kernel(in_c, out_c, size, stride, pad, residual):
+def _kernel(in_c, out_c, size, stride, pad, residual, intrinsic):
     """The packed conv as lowering makes it, followed by a residual requantize epilogue like realize's (or none)."""
-    data = te.placeholder((1, in_c // 16, 14, 14, 16), "uint8", name="data")
-    weight = te.placeholder((out_c // 16, in_c // 4, size, size, 1, 16, 4), "int8", name="weight")
+    lanes, groups = OUTPUT_LANES[intrinsic], WEIGHT_GROUPS.get(intrinsic, 1)
+    data = te.placeholder((1, in_c // lanes, 14, 14, lanes), "uint8", name="data")
+    weight = te.placeholder((out_c // lanes, in_c // 4, size, size, groups, lanes, 4 // groups), "int8", name="weight")
     acc = _conv_blocked(data, weight, (stride, stride), (pad,) * 4, (1, 1))
     if not residual:
         return te.create_prim_func([data, weight, acc])
@@ -49,36 +60,74 @@ def _kernel(in_c, out_c, size, stride, pad, residual):
     return te.create_prim_func([data, weight, other, out])
 
 
-@pytest.mark.parametrize("size,stride,pad,residual", [(3, 1, 1, True), (1, 2, 0, True), (3, 1, 1, False)],
-                         ids=["3x3-residual", "1x1-stride2-residual", "3x3-int32-out"])
-def test_every_tile_shape_computes_the_conv_and_its_epilogue_on_vpdpbusd(size, stride, pad, residual):
+def _case(size, stride, pad, residual, intrinsic):
+    """(kernel module, its arguments, the expected output) of a 32 → 64 channel conv on a 14×14 input."""
     rng = np.random.default_rng(size + stride)
-    in_c, out_c = 32, 64
+    in_c, out_c, lanes = 32, 64, OUTPUT_LANES[intrinsic]
     data = rng.integers(0, 256, (1, in_c, 14, 14)).astype(np.uint8)
     kernel = rng.integers(-128, 128, (out_c, in_c, size, size)).astype(np.int8)
     acc = _reference(data, kernel, stride, pad)
-    mod = tvm.IRModule({"main": _kernel(in_c, out_c, size, stride, pad, residual).with_attr("global_symbol", "main")})
-    schedules = conv_templates.candidates(mod)
-    # 4 output-channel blocks, 14 or 7 pixels a row: tiles 1, 2 and 4 blocks × 7 and 14 pixels within 28 sums
-    assert len(schedules) == (5 if stride == 1 else 3)
-    args = [_blocked(data), pack_kernel(kernel, 16)]
+    func = _kernel(in_c, out_c, size, stride, pad, residual, intrinsic)
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    args = [_blocked(data, lanes), pack_kernel(kernel, lanes, WEIGHT_GROUPS.get(intrinsic, 1))]
     if residual:
         other = rng.integers(0, 256, acc.shape).astype(np.uint8)
         expected = np.clip(np.floor(acc.astype(np.float32) * SCALE + other.astype(np.float32) * 0.5 + 0.5), 0, 255)
-        args.append(_blocked(other))
-        expected = _blocked(expected.astype(np.uint8))
+        args.append(_blocked(other, lanes))
+        expected = _blocked(expected.astype(np.uint8), lanes)
     else:
-        expected = _blocked(acc)
+        expected = _blocked(acc, lanes)
+    return mod, args, expected
+
+
+def _check(sch, args, expected, machine):
+    target, _, instruction, _ = MACHINES[machine]
+    library = tvm.tirx.build(sch.mod, target=target)
+    assert instruction in library.inspect_source("asm")
+    out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype))
+    library["main"](*[tvm.runtime.tensor(a) for a in args], out)
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+CASES = pytest.mark.parametrize("size,stride,pad,residual", [(3, 1, 1, True), (1, 2, 0, True), (3, 1, 1, False)],
+                                ids=["3x3-residual", "1x1-stride2-residual", "3x3-int32-out"])
+
+
+@CASES
+def test_every_tile_shape_computes_the_conv_and_its_epilogue_on_vpdpbusd(size, stride, pad, residual):
+    if not tvm.target.codegen.target_has_features("avx512vnni", HOST):
+        pytest.skip("this machine's CPU has no vnni")
+    mod, args, expected = _case(size, stride, pad, residual, intrinsics.VNNI)
+    schedules = conv_templates.candidates(mod, intrinsics.VNNI)
+    # 4 output-channel blocks, 14 or 7 pixels a row: tiles 1, 2 and 4 blocks × 7 and 14 pixels within 28 sums
+    assert len(schedules) == (5 if stride == 1 else 3)
     for sch in schedules:
-        library = tvm.tirx.build(sch.mod, target=TARGET)
-        assert "vpdpbusd" in library.inspect_source("asm")
-        out = tvm.runtime.tensor(np.zeros(expected.shape, expected.dtype))
-        library["main"](*[tvm.runtime.tensor(a) for a in args], out)
-        np.testing.assert_array_equal(out.numpy(), expected)
+        _check(sch, args, expected, "vnni")
+
+
+@CASES
+@pytest.mark.parametrize("machine", [_on_host("vnni"), _on_host("avx2")])
+def test_the_default_schedule_computes_the_conv_and_its_epilogue(machine, size, stride, pad, residual):
+    intrinsic = MACHINES[machine][1]
+    mod, args, expected = _case(size, stride, pad, residual, intrinsic)
+    _check(conv_templates.default_schedule(mod, intrinsic), args, expected, machine)
+
+
+def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_per_sum():
+    vnni, avx2 = conv_templates.REGISTER_FILES[intrinsics.VNNI], conv_templates.REGISTER_FILES[intrinsics.AVX2]
+    # 28 of AVX-512's 32 registers hold sums; 4 blocks × 7 pixels reuse each weight and input load most
+    assert conv_templates.register_tile(4, 14, vnni) == (4, 7)
+    # a 13-pixel row: 2 × 13 sums rather than 4 × 1, which would leave vpdpbusd's latency exposed
+    assert conv_templates.register_tile(4, 13, vnni) == (2, 13)
+    # AVX2's 16 registers: 2 × 2 sums beside 4 weight vectors (2 × 4 spills)
+    assert conv_templates.register_tile(8, 56, avx2) == (2, 2)
+    for oc_blocks, width in [(1, 1), (4, 13), (24, 28), (16, 7)]:
+        assert avx2.fits(*conv_templates.register_tile(oc_blocks, width, avx2))
 
 
 def test_a_kernel_that_is_not_a_packed_conv_gets_no_template():
     x = te.placeholder((1, 4, 14, 14, 16), "uint8", name="x")
     doubled = te.compute(x.shape, lambda *i: x(*i) * 2)
     mod = tvm.IRModule({"main": te.create_prim_func([x, doubled]).with_attr("global_symbol", "main")})
-    assert conv_templates.candidates(mod) == []
+    assert conv_templates.candidates(mod, intrinsics.VNNI) == []
+    assert conv_templates.default_schedule(mod, intrinsics.AVX2) is None

@@ -15,6 +15,7 @@ def compile_kernels(mod, spec: TargetSpec):
     import tvm
 
     target = spec.tvm_target()
+    mod = schedule_defaults(mod, spec)
     if spec.kind == "cuda":
         # TVM's GPU codegen needs every kernel bound to threads; packed int8 convs get the dp4a schedule, the
         # rest dlight's default rules (tuned kernels are kept).
@@ -34,6 +35,19 @@ def compile_kernels(mod, spec: TargetSpec):
         if not lines:  # TVM says nothing: an interrupt inside its C++ code, or a crash of its own
             raise
         raise QcompileError(f"compilation for '{spec.name}' failed: {lines[0]}") from None
+
+
+def schedule_defaults(mod, spec: TargetSpec):
+    """Give the kernels no tuning record covers their default schedules (CPUs: packed int8 convs get the
+    hand-written template with the register tile `conv_templates.register_tile` picks)."""
+    if spec.kind != "llvm":
+        return mod
+    from tvm.s_tir import dlight as dl
+
+    from .conv_templates import DefaultConv
+
+    with spec.tvm_target():
+        return dl.ApplyDefaultSchedule(DefaultConv())(mod)
 
 
 def lower_kernels(mod, spec: TargetSpec, reporter: Reporter = SILENT):

@@ -1,32 +1,100 @@
-"""Hand-written schedules for packed int8 convolutions on x86 VNNI: candidates of tuning's cold re-timing (`pick`).
+"""Hand-written schedules for packed int8 convolutions on x86 (VNNI, or AVX2 without it): the default schedule of
+every packed conv that no tuning record covers, and candidates of tuning's cold re-timing (`pick`).
 
-MetaSchedule's space for these kernels tiles the loops in any order, and within its budget it keeps schedules that
-read the weights in an order unrelated to how they are stored (ResNet-50's 3×3 convs step 576 bytes between
-consecutive weight vectors). Measured with the weights cold, as they are in the running network where every layer's
-weights come back from L3 or memory, those schedules lose up to 30 % (ResNet-50's stage-4 3×3 conv: 0.51 ms with
-its weights cached, 0.68-0.80 ms without). Here one output-channel block's weights are read once, in storage order
-([oc][ic/4][ky][kx][16][4]), while a register tile of `oc_tile` blocks × `x_tile` pixels of int32 sums (one
-vpdpbusd each per 4 input channels) stays in registers; the requantize epilogue then runs on that tile before it
-is stored. Output-channel blocks and rows are the parallel loop. A few tile shapes are offered per kernel; `pick`
-times them cold beside the search's best schedules and keeps the fastest.
+One output-channel block's weights are read once, in storage order ([oc][ic/4][ky][kx][k lanes × 4 channels]),
+while a register tile of `oc_tile` blocks × `x_tile` pixels of int32 sums (one dot-product instruction each per 4
+input channels) stays in registers; the requantize epilogue then runs on that tile before it is stored.
+Output-channel blocks and rows are the parallel loop. MetaSchedule's space for these kernels tiles the loops in
+any order, and within its budget it keeps schedules that read the weights in an order unrelated to how they are
+stored, which lose up to 30 % with the weights cold, as they are in the running network (benchmarks/RESULTS.md).
+
+The default tile (`register_tile`) is the largest one whose sums, weight vectors and broadcast input fit in the
+vector registers; tuning offers every tile that fits (`candidates`) and times them cold beside its own.
 """
 
 from __future__ import annotations
 
-from .kernels import CONV_BLOCK
+import dataclasses
 
-OC_TILES = (1, 2, 4)  # output-channel blocks (16 channels each) per register tile
-X_TILES = (4, 7, 8, 14)  # output pixels of a row per register tile
-MAX_ACCUMULATORS = 28  # of AVX-512's 32 vector registers: the rest hold the weights and the broadcast input
+from . import intrinsics
+from .kernels import CONV_BLOCK, IC_BLOCK, OUTPUT_LANES
+
+OC_TILES = (1, 2, 4)  # output-channel blocks per register tile
+X_TILES = (4, 7, 8, 14)  # output pixels of a row per register tile tuning offers
 _SPATIAL = 0  # IterVar.DataPar
 
 
-def candidates(mod) -> list:
-    """Schedules (`s_tir.Schedule`) of the kernel `mod["main"]`, one per tile shape that fits it; none if it is
-    not a packed int8 conv with an elementwise epilogue."""
+@dataclasses.dataclass(frozen=True)
+class RegisterFile:
+    """What a register tile may hold, and what it costs, on a CPU whose int8 dot product is `intrinsic`: a tile
+    of oc × x sums takes oc × x + oc × `per_block` + `reserved` vector registers (more spill: LLVM does not
+    reuse them), and each step of the reduction (4 input channels) issues `per_block` instructions a channel
+    block (its weights), `per_pixel` a pixel (its broadcast input) and `per_sum` a sum."""
+
+    tensorize: str  # the intrinsic summing into registers (a local buffer)
+    registers: int  # vector registers
+    per_block: int
+    reserved: int
+    per_pixel: int
+    per_sum: int
+    min_sums: int  # independent sums that hide the latency of an accumulating instruction
+
+    def fits(self, oc_tile: int, x_tile: int) -> bool:
+        return oc_tile * x_tile + oc_tile * self.per_block + self.reserved <= self.registers
+
+    def cost(self, oc_tile: int, x_tile: int) -> float:
+        """Instructions issued per int32 sum and reduction step."""
+        sums = oc_tile * x_tile
+        return (oc_tile * self.per_block + x_tile * self.per_pixel + sums * self.per_sum) / sums
+
+
+REGISTER_FILES = {
+    # vpdpbusd reads its weights and its broadcast input from memory; it accumulates in place (latency 5, two
+    # a cycle), so ten sums or more keep it busy
+    intrinsics.VNNI: RegisterFile(intrinsics.VNNI_LOCAL, registers=32, per_block=0, reserved=4, per_pixel=1,
+                                  per_sum=1, min_sums=10),
+    # vpmaddwd's operands are widened first: two weight vectors a block ([2][8][2]); the input word broadcast,
+    # masked and shifted (3), and two products before their add in flight; per sum 2 × (vpmaddwd, vpaddd).
+    # Tiles measured on MobileNet's pointwise convs (AMD Zen 3): 2×2 and 4×1 fastest, 2×4 spills.
+    intrinsics.AVX2: RegisterFile(intrinsics.AVX2, registers=16, per_block=2, reserved=6, per_pixel=3,
+                                  per_sum=4, min_sums=1),
+}
+
+
+def default_schedule(mod, intrinsic: str):
+    """The schedule (`s_tir.Schedule`) of the kernel `mod["main"]` with the default register tile; None if it is
+    not a packed int8 conv with an elementwise epilogue, or `intrinsic` has no template."""
     from tvm import s_tir
 
-    shape = _conv_shape(s_tir.Schedule(mod))
+    file = REGISTER_FILES.get(intrinsic)
+    shape = _conv_shape(s_tir.Schedule(mod), intrinsic) if file else None
+    if shape is None:
+        return None
+    sch = s_tir.Schedule(mod)
+    try:
+        schedule(sch, *register_tile(*shape, file), intrinsic)
+    except Exception:  # noqa: BLE001 - TVM's error for an epilogue that cannot be fused into the tile
+        return None
+    return sch
+
+
+def register_tile(oc_blocks: int, width: int, file: RegisterFile) -> tuple[int, int]:
+    """(oc_tile, x_tile): of the tiles that fit in the registers, with x_tile a divisor of the output row (a
+    ragged tile would need a predicate in the vector loop) and enough sums to hide the instruction's latency
+    (or the most there are), the one issuing fewest instructions per sum."""
+    tiles = [(oc, x) for oc in OC_TILES if oc_blocks % oc == 0 for x in range(1, width + 1)
+             if width % x == 0 and file.fits(oc, x)]
+    enough = min(file.min_sums, max(oc * x for oc, x in tiles))
+    return min((t for t in tiles if t[0] * t[1] >= enough), key=lambda t: (file.cost(*t), -t[0] * t[1]))
+
+
+def candidates(mod, intrinsic: str) -> list:
+    """Schedules (`s_tir.Schedule`) of the kernel `mod["main"]`, one per tile shape of `X_TILES`/`OC_TILES` that
+    fits it; none if it is not a packed int8 conv with an elementwise epilogue."""
+    from tvm import s_tir
+
+    file = REGISTER_FILES.get(intrinsic)
+    shape = _conv_shape(s_tir.Schedule(mod), intrinsic) if file else None
     if shape is None:
         return []
     oc_blocks, width = shape
@@ -34,35 +102,36 @@ def candidates(mod) -> list:
     found = []
     for oc_tile in OC_TILES:
         for x_tile in x_tiles:
-            if oc_blocks % oc_tile or oc_tile * x_tile > MAX_ACCUMULATORS:
+            if oc_blocks % oc_tile or not file.fits(oc_tile, x_tile):
                 continue
             sch = s_tir.Schedule(mod)
             try:
-                schedule(sch, oc_tile, x_tile)
+                schedule(sch, oc_tile, x_tile, intrinsic)
             except Exception:  # noqa: BLE001 - TVM's error for an epilogue that cannot be fused into the tile
                 continue
             found.append(sch)
     return found
 
 
-def _conv_shape(sch) -> tuple[int, int] | None:
-    """(output-channel blocks, output width) of the kernel's packed conv, or None if the kernel is not one."""
+def _conv_shape(sch, intrinsic: str) -> tuple[int, int] | None:
+    """(output-channel blocks, output width) of the kernel's packed conv, or None if the kernel is not one packed
+    for `intrinsic`."""
+    import math
+
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
     if names.count(CONV_BLOCK) != 1:
         return None
     conv = blocks[names.index(CONV_BLOCK)]
+    # b, oc, y, x, [k lanes], ky, kx, ic/4, [4 channels, in one or two loops]
     extents = [int(iv.dom.extent) for iv in sch.get(conv).iter_vars]
-    if len(extents) != 9 or extents[4] != 16 or extents[8] != 4:  # b, oc, y, x, [16 lanes], ky, kx, ic/4, [4]
+    if len(extents) < 9 or extents[4] != OUTPUT_LANES[intrinsic] or math.prod(extents[8:]) != IC_BLOCK:
         return None
     return extents[1], extents[3]
 
 
-def schedule(sch, oc_tile: int, x_tile: int) -> None:
+def schedule(sch, oc_tile: int, x_tile: int, intrinsic: str) -> None:
     """Schedule the packed conv kernel in `sch` with a register tile of `oc_tile` channel blocks × `x_tile` pixels."""
-    from . import intrinsics
-
-    intrinsics.register_vnni()
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
     at = names.index(CONV_BLOCK)
@@ -77,11 +146,11 @@ def schedule(sch, oc_tile: int, x_tile: int) -> None:
         sch.vectorize(loops[-1])
     for block in epilogue[:-1]:
         sch.compute_inline(block)
-    batch, oc, y, x, lane, ky, kx, ic, rc = sch.get_loops(conv)
+    batch, oc, y, x, lane, ky, kx, ic, *channels = sch.get_loops(conv)
     oc_outer, oc_inner = sch.split(oc, factors=[None, oc_tile])
     x_outer, x_inner = sch.split(x, factors=[None, x_tile])
     # weights in storage order: ic/4, ky, kx for one channel block
-    sch.reorder(batch, oc_outer, y, x_outer, ic, ky, kx, oc_inner, x_inner, lane, rc)
+    sch.reorder(batch, oc_outer, y, x_outer, ic, ky, kx, oc_inner, x_inner, lane, *channels)
     sums = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(sums, x_outer)
     if epilogue:
@@ -96,5 +165,20 @@ def schedule(sch, oc_tile: int, x_tile: int) -> None:
     sch.vectorize(init_lane)
     for loop in (init_oc, init_x, oc_inner, x_inner):  # constant indices: LLVM keeps the sums in registers
         sch.unroll(loop)
-    sch.tensorize(lane, intrinsics.VNNI_LOCAL)
+    sch.tensorize(lane, REGISTER_FILES[intrinsic].tensorize)
 
+
+def _rule_base():
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    return CPUScheduleRule
+
+
+class DefaultConv(_rule_base()):
+    """dlight rule: the default schedule of a packed int8 conv (`default_schedule`) under the current target."""
+
+    def apply(self, func, target, tunable):
+        import tvm
+
+        intrinsic = intrinsics.for_target(target)
+        return default_schedule(tvm.IRModule({"main": func}), intrinsic) if intrinsic else None

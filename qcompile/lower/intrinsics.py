@@ -25,6 +25,7 @@ import functools
 
 VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
 VNNI_LOCAL = "qcompile_dot_16x4_vnni_local"  # the same, summing into a local buffer (registers)
+AVX2 = "qcompile_dot_8x4_avx2_local"  # u8[4] · s8[2][8][2] → i32[8] in registers, two vpmaddwd (exact)
 ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
 DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
 DP4A_MIN_ARCH = 61  # __dp4a exists from sm_61 (Pascal) on
@@ -45,6 +46,9 @@ def for_target(target) -> str | None:
     if codegen.target_has_features("avx512vnni", target):
         register_vnni()
         return VNNI
+    if codegen.target_has_features("avx2", target):
+        register_avx2()
+        return AVX2
     if codegen.target_has_features("dotprod", target):
         register_arm()
         return ARM_SDOT
@@ -96,6 +100,57 @@ def _register_vnni(name: str, scope: str) -> None:
             )
 
     TensorIntrin.register(name, desc, impl, override=True)
+
+
+@functools.cache
+def register_avx2() -> None:
+    """The int8 dot product of x86 CPUs without VNNI, exact: AVX2's byte multiply-add (vpmaddubsw) saturates
+    its 16-bit pair sums (255·127 + 255·127 does not fit), so here both operands are widened to 16 bits and
+    vpmaddwd sums each pair of products into 32 bits. The 4 input bytes, broadcast as one 32-bit word, are
+    widened by masking (bytes 0 and 2) and shifting (bytes 1 and 3); the weights are stored to match, [2][8][2]:
+    for channels (0, 2), then (1, 3), 8 output lanes × 2, so that each vpmaddwd gives 8 lanes' sums in order,
+    with no horizontal add."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((2, 8, 2), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
+            T.writes(C[0:8])
+            for i, g, j in T.grid(8, 2, 2):
+                with T.sblock("update"):
+                    vi, vg, vj = T.axis.remap("SRR", [i, g, j])
+                    C[vi] = C[vi] + T.cast(A[vj * 2 + vg], "int32") * T.cast(B[vg, vi, vj], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((2, 8, 2), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
+            T.writes(C[0:8])
+            words = T.reinterpret(
+                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint16x16")
+            even = T.reinterpret(words & T.broadcast(T.uint16(255), 16), dtype="int16x16")  # bytes 0, 2
+            odd = T.reinterpret(words >> T.broadcast(T.uint16(8), 16), dtype="int16x16")  # bytes 1, 3
+            C[T.ramp(T.int32(0), 1, 8)] = (
+                C.vload([0], dtype="int32x8")
+                + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                    T.Cast("int16x16", B.vload([0, 0, 0], "int8x16")), even, dtype="int32x8")
+                + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                    T.Cast("int16x16", B.vload([1, 0, 0], "int8x16")), odd, dtype="int32x8")
+            )
+
+    TensorIntrin.register(AVX2, desc, impl, override=True)
 
 
 @functools.cache

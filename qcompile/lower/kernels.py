@@ -21,7 +21,11 @@ IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd, sdot and dp4a all tak
 
 # output channels of a packed block: the int32 outputs one instruction produces (dp4a produces one; 4 keep a
 # CUDA thread's weight loads contiguous)
-OUTPUT_LANES = {intrinsics.VNNI: 16, intrinsics.ARM_SDOT: 4, intrinsics.DP4A: 4}
+OUTPUT_LANES = {intrinsics.VNNI: 16, intrinsics.AVX2: 8, intrinsics.ARM_SDOT: 4, intrinsics.DP4A: 4}
+
+# how the 4 input channels of one dot product are stored beside the output lanes: [1][k][4] for an instruction
+# that sums 4 bytes a lane, [2][k][2] for AVX2's vpmaddwd, which sums pairs (channels 0 and 2, then 1 and 3)
+WEIGHT_GROUPS = {intrinsics.AVX2: 2}
 
 
 def is_kernel(name: str, kind: str) -> bool:

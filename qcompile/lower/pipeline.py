@@ -9,7 +9,7 @@ import tvm
 
 from ..targets import TargetSpec
 from . import intrinsics
-from .kernels import OUTPUT_LANES
+from .kernels import OUTPUT_LANES, WEIGHT_GROUPS
 
 
 def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
@@ -29,7 +29,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
         passes += [
             MatmulAsConv(),  # an integer matmul against constant weights as a 1×1 conv, which gets packed
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
-            PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None),
+            PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
+                     weight_groups=WEIGHT_GROUPS.get(intrinsic, 1)),
             BlockedEpilogue(),  # requantize chains, residual adds, concats and max pools into the blocked layout
             DropRepack(),  # an unpack followed by a pack: removed, or one re-blocking kernel
         ]

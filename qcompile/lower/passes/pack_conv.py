@@ -13,9 +13,9 @@ from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, IC_BLOCK, PACK, UNP
 
 @expr_functor.mutator
 class _Pack(PyExprMutator):
-    def __init__(self, mod, oc_block, depthwise_block):
+    def __init__(self, mod, oc_block, depthwise_block, weight_groups):
         super().__init__(mod)
-        self.oc_block, self.depthwise_block = oc_block, depthwise_block
+        self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
 
     def visit_call_(self, op):
         call = super().visit_call_(op)
@@ -33,8 +33,8 @@ class _Pack(PyExprMutator):
         if groups == 1:
             block = input_block(kernel.shape[1], self.oc_block)
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
-            acc = self.builder_.emit_te(_conv_blocked, packed, relax.const(pack_kernel(kernel, self.oc_block)),
-                                        *window, primfunc_name_hint=CONV_BLOCK)
+            weights = relax.const(pack_kernel(kernel, self.oc_block, self.weight_groups))
+            acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
         elif self.depthwise_block and groups == out_channels == int(data.ty.shape[1]) and kernel.shape[1] == 1:
             block = self.depthwise_block
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
@@ -52,14 +52,17 @@ def input_block(in_channels: int, oc_block: int) -> int:
     return oc_block if in_channels % oc_block == 0 and oc_block % IC_BLOCK == 0 else IC_BLOCK
 
 
-def pack_kernel(kernel: np.ndarray, oc_block: int) -> np.ndarray:
-    """OIHW int8 → [O/oc_block, I/4, H, W, 1, oc_block, 4], zero-padded: one dot-product operand per (o, i) block."""
+def pack_kernel(kernel: np.ndarray, oc_block: int, groups: int = 1) -> np.ndarray:
+    """OIHW int8 → [O/oc_block, I/4, H, W, groups, oc_block, 4/groups], zero-padded: one dot-product operand per
+    (o, i) block, its 4 input channels interleaved in `groups` sets (kernels.WEIGHT_GROUPS): with 2, channels
+    0 and 2, then 1 and 3."""
     out_channels, in_channels, kh, kw = kernel.shape
     padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, IC_BLOCK), kh, kw), np.int8)
     padded[:out_channels, :in_channels] = kernel
     o, i = padded.shape[0] // oc_block, padded.shape[1] // IC_BLOCK
-    blocked = padded.reshape(o, oc_block, i, IC_BLOCK, kh, kw).transpose(0, 2, 4, 5, 1, 3)
-    return np.ascontiguousarray(blocked.reshape(o, i, kh, kw, 1, oc_block, IC_BLOCK))
+    per = IC_BLOCK // groups
+    blocked = padded.reshape(o, oc_block, i, per, groups, kh, kw).transpose(0, 2, 5, 6, 4, 1, 3)
+    return np.ascontiguousarray(blocked)
 
 
 def pack_depthwise_kernel(kernel: np.ndarray, block: int) -> np.ndarray:
@@ -100,11 +103,21 @@ def _conv_blocked(data, kernel, strides, padding, dilation):
     with an input in blocks of any multiple of 4 channels: the reduction runs over groups of 4 input channels
     whichever block holds them, so the loop nest, and the tensorized inner block, are those of NCHW4c."""
     n = data.shape[0]
-    oc_chunks, ic_chunks, kh, kw, _, oc_block, _ = kernel.shape
+    oc_chunks, ic_chunks, kh, kw, weight_groups, oc_block, per = kernel.shape
     groups = int(data.shape[-1]) // IC_BLOCK  # groups of 4 input channels in one block of the input
     data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
-    ic, ry, rx, rc = (te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"),
-                      te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, IC_BLOCK), "rc"))
+    ic, ry, rx = te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    if int(weight_groups) > 1:  # the 4 channels interleaved in sets (AVX2's pairs): one reduction axis per level
+        rg, rc = te.reduce_axis((0, weight_groups), "rg"), te.reduce_axis((0, per), "rc")
+        return te.compute(
+            (n, oc_chunks, out_h, out_w, oc_block),
+            lambda b, oc, y, x, ob: te.sum(
+                data[b, ic // groups, *at(y, x, ry, rx), ic % groups * IC_BLOCK + rc * weight_groups + rg]
+                .astype("int32")
+                * kernel[oc, ic, ry, rx, rg, ob, rc].astype("int32"),
+                axis=[ry, rx, ic, rg, rc]),
+            name=CONV_BLOCK)
+    rc = te.reduce_axis((0, IC_BLOCK), "rc")
     return te.compute(
         (n, oc_chunks, out_h, out_w, oc_block),
         lambda b, oc, y, x, ob: te.sum(
@@ -152,7 +165,7 @@ def _round_up(value: int, multiple: int) -> int:
 class PackConv:
     """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
     with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
-    (16 for VNNI, 4 for sdot), and its output in NCHW[k]c. In that layout the innermost block is exactly the
+    (16 for VNNI, 8 for AVX2, 4 for sdot; AVX2's as [.., 2, k, 2]: `weight_groups`), and its output in NCHW[k]c. In that layout the innermost block is exactly the
     tensor intrinsic's operands, so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized. The
     input is NCHW[k]c too where the channels fill k-blocks (each 4 bytes of a block are one dot-product operand),
     so that a conv's output feeds the next conv without a re-blocking kernel; else NCHW4c.
@@ -160,8 +173,8 @@ class PackConv:
     With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
     int32 sums); other grouped convs stay."""
 
-    def __init__(self, oc_block: int, depthwise_block: int | None = None):
-        self.oc_block, self.depthwise_block = oc_block, depthwise_block
+    def __init__(self, oc_block: int, depthwise_block: int | None = None, weight_groups: int = 1):
+        self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
 
     def transform_module(self, mod, ctx):
-        return rewrite_main(_Pack(mod, self.oc_block, self.depthwise_block), mod)
+        return rewrite_main(_Pack(mod, self.oc_block, self.depthwise_block, self.weight_groups), mod)
