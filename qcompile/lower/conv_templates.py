@@ -132,6 +132,7 @@ def _conv_shape(sch, intrinsic: str) -> tuple[int, int] | None:
 
 def schedule(sch, oc_tile: int, x_tile: int, intrinsic: str) -> None:
     """Schedule the packed conv kernel in `sch` with a register tile of `oc_tile` channel blocks × `x_tile` pixels."""
+    intrinsics.register(intrinsic)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
     at = names.index(CONV_BLOCK)

@@ -55,6 +55,11 @@ def for_target(target) -> str | None:
     return None
 
 
+def register(intrinsic: str) -> None:
+    """Register `intrinsic` (one of this module's names) with TVM, once."""
+    {VNNI: register_vnni, AVX2: register_avx2, ARM_SDOT: register_arm, DP4A: register_dp4a}[intrinsic]()
+
+
 @functools.cache
 def register_vnni() -> None:
     _load_intrinsic_module("x86")  # TVM's own first: ours replace its broken VNNI intrinsic, not the other way
