@@ -119,10 +119,12 @@ def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_
     assert conv_templates.register_tile(4, 14, vnni) == (4, 7)
     # a 13-pixel row: 2 × 13 sums rather than 4 × 1, which would leave vpdpbusd's latency exposed
     assert conv_templates.register_tile(4, 13, vnni) == (2, 13)
-    # AVX2's 16 registers: 2 × 2 sums beside 4 weight vectors (2 × 4 spills)
-    assert conv_templates.register_tile(8, 56, avx2) == (2, 2)
+    # AVX2: at most 8 sums in its 16 registers, over as many channel blocks as reuse one widened input word
+    assert conv_templates.register_tile(8, 56, avx2) == (4, 2)
+    assert conv_templates.register_tile(125, 13, avx2) == (5, 1)  # SqueezeNet's classifier: 1000 channels, 13²
     for oc_blocks, width in [(1, 1), (4, 13), (24, 28), (16, 7)]:
-        assert avx2.fits(*conv_templates.register_tile(oc_blocks, width, avx2))
+        oc_tile, x_tile = conv_templates.register_tile(oc_blocks, width, avx2)
+        assert avx2.fits(oc_tile, x_tile) and oc_blocks % oc_tile == 0 and width % x_tile == 0
 
 
 def test_a_kernel_that_is_not_a_packed_conv_gets_no_template():

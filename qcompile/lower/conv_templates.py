@@ -19,28 +19,27 @@ import dataclasses
 from . import intrinsics
 from .kernels import CONV_BLOCK, IC_BLOCK, OUTPUT_LANES
 
-OC_TILES = (1, 2, 4)  # output-channel blocks per register tile
 X_TILES = (4, 7, 8, 14)  # output pixels of a row per register tile tuning offers
 _SPATIAL = 0  # IterVar.DataPar
 
 
 @dataclasses.dataclass(frozen=True)
 class RegisterFile:
-    """What a register tile may hold, and what it costs, on a CPU whose int8 dot product is `intrinsic`: a tile
-    of oc × x sums takes oc × x + oc × `per_block` + `reserved` vector registers (more spill: LLVM does not
-    reuse them), and each step of the reduction (4 input channels) issues `per_block` instructions a channel
-    block (its weights), `per_pixel` a pixel (its broadcast input) and `per_sum` a sum."""
+    """The register tiles of a CPU whose int8 dot product is `intrinsic`, and what they cost: a tile of
+    `oc_tiles` blocks × x pixels holds at most `max_sums` sums (more spill), and each step of the reduction
+    (4 input channels) issues `per_block` instructions a channel block (its weights), `per_pixel` a pixel (its
+    broadcast input) and `per_sum` a sum."""
 
     tensorize: str  # the intrinsic summing into registers (a local buffer)
-    registers: int  # vector registers
+    oc_tiles: tuple[int, ...]
+    max_sums: int
+    min_sums: int  # independent sums that hide the latency of an accumulating instruction
     per_block: int
-    reserved: int
     per_pixel: int
     per_sum: int
-    min_sums: int  # independent sums that hide the latency of an accumulating instruction
 
     def fits(self, oc_tile: int, x_tile: int) -> bool:
-        return oc_tile * x_tile + oc_tile * self.per_block + self.reserved <= self.registers
+        return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums
 
     def cost(self, oc_tile: int, x_tile: int) -> float:
         """Instructions issued per int32 sum and reduction step."""
@@ -49,15 +48,16 @@ class RegisterFile:
 
 
 REGISTER_FILES = {
-    # vpdpbusd reads its weights and its broadcast input from memory; it accumulates in place (latency 5, two
-    # a cycle), so ten sums or more keep it busy
-    intrinsics.VNNI: RegisterFile(intrinsics.VNNI_LOCAL, registers=32, per_block=0, reserved=4, per_pixel=1,
-                                  per_sum=1, min_sums=10),
-    # vpmaddwd's operands are widened first: two weight vectors a block ([2][8][2]); the input word broadcast,
-    # masked and shifted (3), and two products before their add in flight; per sum 2 × (vpmaddwd, vpaddd).
-    # Tiles measured on MobileNet's pointwise convs (AMD Zen 3): 2×2 and 4×1 fastest, 2×4 spills.
-    intrinsics.AVX2: RegisterFile(intrinsics.AVX2, registers=16, per_block=2, reserved=6, per_pixel=3,
-                                  per_sum=4, min_sums=1),
+    # vpdpbusd reads its weights and its broadcast input from memory, 28 of AVX-512's 32 registers hold sums; it
+    # accumulates in place (latency 5, two a cycle), so ten sums or more keep it busy
+    intrinsics.VNNI: RegisterFile(intrinsics.VNNI_LOCAL, oc_tiles=(1, 2, 4), max_sums=28, min_sums=10,
+                                  per_block=0, per_pixel=1, per_sum=1),
+    # vpmaddwd's operands are widened first: a block's weights (2 × vpmovsxbw, reloaded where needed), a pixel's
+    # input word (broadcast, masked, shifted); a sum takes 2 × (vpmaddwd, vpaddd). Half of AVX2's 16 registers
+    # hold sums, the others the widened operands: on MobileNet's and SqueezeNet's convs (AMD Zen 3) tiles of 6-8
+    # sums over 3-6 channel blocks ran fastest, 12 sums spilled
+    intrinsics.AVX2: RegisterFile(intrinsics.AVX2, oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8), max_sums=8, min_sums=1,
+                                  per_block=2, per_pixel=3, per_sum=4),
 }
 
 
@@ -82,15 +82,15 @@ def register_tile(oc_blocks: int, width: int, file: RegisterFile) -> tuple[int, 
     """(oc_tile, x_tile): of the tiles that fit in the registers, with x_tile a divisor of the output row (a
     ragged tile would need a predicate in the vector loop) and enough sums to hide the instruction's latency
     (or the most there are), the one issuing fewest instructions per sum."""
-    tiles = [(oc, x) for oc in OC_TILES if oc_blocks % oc == 0 for x in range(1, width + 1)
+    tiles = [(oc, x) for oc in file.oc_tiles if oc_blocks % oc == 0 for x in range(1, width + 1)
              if width % x == 0 and file.fits(oc, x)]
     enough = min(file.min_sums, max(oc * x for oc, x in tiles))
     return min((t for t in tiles if t[0] * t[1] >= enough), key=lambda t: (file.cost(*t), -t[0] * t[1]))
 
 
 def candidates(mod, intrinsic: str) -> list:
-    """Schedules (`s_tir.Schedule`) of the kernel `mod["main"]`, one per tile shape of `X_TILES`/`OC_TILES` that
-    fits it; none if it is not a packed int8 conv with an elementwise epilogue."""
+    """Schedules (`s_tir.Schedule`) of the kernel `mod["main"]`, one per tile shape of `X_TILES` × the register
+    file's `oc_tiles` that fits it; none if it is not a packed int8 conv with an elementwise epilogue."""
     from tvm import s_tir
 
     file = REGISTER_FILES.get(intrinsic)
@@ -100,7 +100,7 @@ def candidates(mod, intrinsic: str) -> list:
     oc_blocks, width = shape
     x_tiles = [x for x in X_TILES if width % x == 0] or [width]  # a narrow output (a classifier's 1×1) whole
     found = []
-    for oc_tile in OC_TILES:
+    for oc_tile in file.oc_tiles:
         for x_tile in x_tiles:
             if oc_blocks % oc_tile or not file.fits(oc_tile, x_tile):
                 continue
