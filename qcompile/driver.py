@@ -215,7 +215,8 @@ def emit(compiled: Compiled, request: EmitRequest, target: TargetSpec, reporter:
         from .quantize import report
 
         with reporter.step(f"measuring quantization error for {request.report}"):
-            written = report.write(report.build_report(quantized, compiled.lowered.samples[:8]), request.report)
+            written = report.write(report.build_report(quantized, compiled.lowered.samples[:8], compiler.for_host),
+                                   request.report)
         reporter.note("wrote " + " and ".join(str(p) for p in written))
     if request.bundle is not None:
         from .runtime.deploy.bundle import write_bundle
@@ -335,7 +336,8 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
         if key not in last:
             config = dataclasses.replace(request.quant, exclude=request.quant.exclude | key)
             last.clear()
-            last[key] = quantizer.quantize(mod, samples, config, names, progress, stats_cache=stats)
+            last[key] = quantizer.quantize(mod, samples, config, names, progress, stats_cache=stats,
+                                           compile_host=compiler.for_host)
         return last[key]
 
     def evaluate(restored: tuple[str, ...]) -> float:
@@ -353,7 +355,7 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
     fp32 = metric(reference)
     with reporter.step(f"accuracy control: calibrating on {len(samples)} samples and ranking the layers"):
         first = quantize_with((), reporter)
-        ranked = sensitivity.rank_layers(first, report.build_report(first, samples[:8]), names)
+        ranked = sensitivity.rank_layers(first, report.build_report(first, samples[:8], compiler.for_host), names)
     plan = fallback.search(ranked, evaluate, fp32, metric_name, control.config, progress)
     reporter.note(plan.summary())
     if not plan.met:
@@ -409,14 +411,12 @@ def _metric(reference, labels, output_shape):
 
 
 def _on_host(mod, inputs, outputs) -> artifact.CompiledModel:
-    """`mod` compiled for this CPU, untuned: what accuracy control measures candidates with (integer kernels compute
-    the same integers on every target)."""
+    """`mod` compiled for this CPU, untuned: what accuracy control measures candidates with."""
     from . import targets
 
     spec = targets.resolve("x86")
-    executable = compiler.compile_kernels(compiler.lower_kernels(mod, spec), spec)
-    return artifact.CompiledModel(executable, artifact.Sidecar(inputs, outputs, spec.name, spec.target, "int8", "",
-                                                               {}))
+    return artifact.CompiledModel(compiler.for_host(mod), artifact.Sidecar(inputs, outputs, spec.name, spec.target,
+                                                                           "int8", "", {}))
 
 
 def is_prequantized(model: importer.OnnxModel) -> bool:
@@ -430,7 +430,8 @@ def quantize_module(mod, model: importer.OnnxModel, samples, config: QuantConfig
 
     reporter.note(f"quantizing: {config.calibration.method} calibration on {len(samples)} samples, "
                   f"{config.activation_dtype} activations × int8 weights")
-    quantized = quantizer.quantize(mod, samples, config, quantizer.anchor_names(model), reporter)
+    quantized = quantizer.quantize(mod, samples, config, quantizer.anchor_names(model), reporter,
+                                   compile_host=compiler.for_host)
     integer, floating, _ = report.count_ops(quantized.mod)
     reporter.note(f"{integer} conv/matmul layers run in integer arithmetic, {floating} in FP32")
     return quantized

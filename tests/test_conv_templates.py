@@ -98,7 +98,7 @@ def test_every_tile_shape_computes_the_conv_and_its_epilogue_on_vpdpbusd(size, s
     if not tvm.target.codegen.target_has_features("avx512vnni", HOST):
         pytest.skip("this machine's CPU has no vnni")
     mod, args, expected = _case(size, stride, pad, residual, intrinsics.VNNI)
-    schedules = conv_templates.candidates(mod, intrinsics.VNNI)
+    schedules = conv_templates.candidates(mod, conv_templates.REGISTER_FILES[intrinsics.VNNI])
     # 4 output-channel blocks, 14 or 7 pixels a row: tiles 1, 2 and 4 blocks × 7 and 14 pixels within 28 sums
     assert len(schedules) == (5 if stride == 1 else 3)
     for sch in schedules:
@@ -110,7 +110,7 @@ def test_every_tile_shape_computes_the_conv_and_its_epilogue_on_vpdpbusd(size, s
 def test_the_default_schedule_computes_the_conv_and_its_epilogue(machine, size, stride, pad, residual):
     intrinsic = MACHINES[machine][1]
     mod, args, expected = _case(size, stride, pad, residual, intrinsic)
-    _check(conv_templates.default_schedule(mod, intrinsic), args, expected, machine)
+    _check(conv_templates.default_schedule(mod, conv_templates.REGISTER_FILES[intrinsic]), args, expected, machine)
 
 
 def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_per_sum():
@@ -131,5 +131,5 @@ def test_a_kernel_that_is_not_a_packed_conv_gets_no_template():
     x = te.placeholder((1, 4, 14, 14, 16), "uint8", name="x")
     doubled = te.compute(x.shape, lambda *i: x(*i) * 2)
     mod = tvm.IRModule({"main": te.create_prim_func([x, doubled]).with_attr("global_symbol", "main")})
-    assert conv_templates.candidates(mod, intrinsics.VNNI) == []
-    assert conv_templates.default_schedule(mod, intrinsics.AVX2) is None
+    assert conv_templates.candidates(mod, conv_templates.REGISTER_FILES[intrinsics.VNNI]) == []
+    assert conv_templates.default_schedule(mod, conv_templates.REGISTER_FILES[intrinsics.AVX2]) is None

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 import qcompile
 from conftest import run_cli
 from qcompile.frontend import importer
-from qcompile.quantize.passes.prepare import Prepare
+from qcompile.frontend.prepare import Prepare
 from qcompile.quantize.report import count_ops
 
 RNG = np.random.default_rng(7)

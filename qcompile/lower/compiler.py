@@ -37,6 +37,15 @@ def compile_kernels(mod, spec: TargetSpec):
         raise QcompileError(f"compilation for '{spec.name}' failed: {lines[0]}") from None
 
 
+def for_host(mod):
+    """`mod` lowered and compiled for this CPU with the default schedules (no tuning records): what calibration
+    and accuracy control run (integer kernels compute the same integers on every target)."""
+    from .. import targets
+
+    spec = targets.resolve("x86")
+    return compile_kernels(lower_kernels(mod, spec), spec)
+
+
 def schedule_defaults(mod, spec: TargetSpec):
     """Give the kernels no tuning record covers their default schedules (CPUs: packed int8 convs get the
     hand-written template with the register tile `conv_templates.register_tile` picks)."""

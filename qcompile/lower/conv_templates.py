@@ -1,15 +1,18 @@
-"""Hand-written schedules for packed int8 convolutions on x86 (VNNI, or AVX2 without it): the default schedule of
-every packed conv that no tuning record covers, and candidates of tuning's cold re-timing (`pick`).
+"""Hand-written schedules for packed convolutions on x86 (int8 on VNNI, or AVX2 without it; float on FMA vectors):
+the default schedule of every packed conv that no tuning record covers, and candidates of tuning's cold re-timing
+(`pick`).
 
-One output-channel block's weights are read once, in storage order ([oc][ic/4][ky][kx][k lanes × 4 channels]),
-while a register tile of `oc_tile` blocks × `x_tile` pixels of int32 sums (one dot-product instruction each per 4
-input channels) stays in registers; the requantize epilogue then runs on that tile before it is stored.
+One output-channel block's weights are read once, in storage order ([oc][ic/4][ky][kx][k lanes × 4 channels];
+float: [oc][ic][ky][kx][k lanes]), while a register tile of `oc_tile` blocks × `x_tile` pixels of sums (one
+dot-product instruction each per 4 input channels, one FMA per channel) stays in registers; the epilogue
+(requantize, bias, activation) then runs on that tile before it is stored.
 Output-channel blocks and rows are the parallel loop. MetaSchedule's space for these kernels tiles the loops in
 any order, and within its budget it keeps schedules that read the weights in an order unrelated to how they are
 stored, which lose up to 30 % with the weights cold, as they are in the running network (benchmarks/RESULTS.md).
 
-The default tile (`register_tile`) is the largest one whose sums, weight vectors and broadcast input fit in the
-vector registers; tuning offers every tile that fits (`candidates`) and times them cold beside its own.
+The default tile (`register_tile`) comes from a small cost model per kernel class (`RegisterFile`): the tile that
+fits the vector registers and issues the fewest instructions per sum; tuning offers every tile that fits
+(`candidates`) and times them cold beside its own.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import intrinsics
-from .kernels import CONV_BLOCK, IC_BLOCK, OUTPUT_LANES
+from .kernels import CONV_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK
 
 X_TILES = (4, 7, 8, 14)  # output pixels of a row per register tile tuning offers
 _SPATIAL = 0  # IterVar.DataPar
@@ -25,12 +28,15 @@ _SPATIAL = 0  # IterVar.DataPar
 
 @dataclasses.dataclass(frozen=True)
 class RegisterFile:
-    """The register tiles of a CPU whose int8 dot product is `intrinsic`, and what they cost: a tile of
-    `oc_tiles` blocks × x pixels holds at most `max_sums` sums (more spill), and each step of the reduction
-    (4 input channels) issues `per_block` instructions a channel block (its weights), `per_pixel` a pixel (its
-    broadcast input) and `per_sum` a sum."""
+    """The register tiles of one packed conv kernel class on a CPU, and what they cost: a tile of `oc_tiles`
+    blocks × x pixels holds at most `max_sums` sums (more spill), and each step of the reduction issues
+    `per_block` instructions a channel block (its weights), `per_pixel` a pixel (its broadcast input) and
+    `per_sum` a sum."""
 
-    tensorize: str  # the intrinsic summing into registers (a local buffer)
+    block: str  # the conv's compute block (kernels.CONV_BLOCK, kernels.FLOAT_CONV_BLOCK)
+    lanes: int  # output channels of a block
+    intrinsic: str | None  # the int8 dot product; None: float lanes, vectorized (one FMA a step)
+    tensorize: str | None  # the intrinsic's variant summing into registers (a local buffer)
     oc_tiles: tuple[int, ...]
     max_sums: int
     min_sums: int  # independent sums that hide the latency of an accumulating instruction
@@ -42,7 +48,7 @@ class RegisterFile:
         return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums
 
     def cost(self, oc_tile: int, x_tile: int) -> float:
-        """Instructions issued per int32 sum and reduction step."""
+        """Instructions issued per sum and reduction step."""
         sums = oc_tile * x_tile
         return (oc_tile * self.per_block + x_tile * self.per_pixel + sums * self.per_sum) / sums
 
@@ -50,29 +56,44 @@ class RegisterFile:
 REGISTER_FILES = {
     # vpdpbusd reads its weights and its broadcast input from memory, 28 of AVX-512's 32 registers hold sums; it
     # accumulates in place (latency 5, two a cycle), so ten sums or more keep it busy
-    intrinsics.VNNI: RegisterFile(intrinsics.VNNI_LOCAL, oc_tiles=(1, 2, 4), max_sums=28, min_sums=10,
-                                  per_block=0, per_pixel=1, per_sum=1),
+    intrinsics.VNNI: RegisterFile(CONV_BLOCK, 16, intrinsics.VNNI, intrinsics.VNNI_LOCAL, oc_tiles=(1, 2, 4),
+                                  max_sums=28, min_sums=10, per_block=0, per_pixel=1, per_sum=1),
     # vpmaddwd's operands are widened first: a block's weights (2 × vpmovsxbw, reloaded where needed), a pixel's
     # input word (broadcast, masked, shifted); a sum takes 2 × (vpmaddwd, vpaddd). Half of AVX2's 16 registers
     # hold sums, the others the widened operands: on MobileNet's and SqueezeNet's convs (AMD Zen 3) tiles of 6-8
     # sums over 3-6 channel blocks ran fastest, 12 sums spilled
-    intrinsics.AVX2: RegisterFile(intrinsics.AVX2, oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8), max_sums=8, min_sums=1,
-                                  per_block=2, per_pixel=3, per_sum=4),
+    intrinsics.AVX2: RegisterFile(CONV_BLOCK, 8, intrinsics.AVX2, intrinsics.AVX2, oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8),
+                                  max_sums=8, min_sums=1, per_block=2, per_pixel=3, per_sum=4),
+}
+
+# float convs by FMA lanes (8: AVX2, 16: AVX-512): a broadcast input times a weight vector, into a sum. Measured
+# on AVX2 (AMD Zen 3, MobileNet's and SqueezeNet's convs): tiles of 7-8 sums ran at up to 90 % of the FMA peak,
+# 12 or more at half of it, and on a 7-pixel row one block × 7 pixels beat 8 blocks × 1; half the registers
+# hold sums, and a weight vector costs more than a broadcast input
+FLOAT_FILES = {
+    lanes: RegisterFile(FLOAT_CONV_BLOCK, lanes, None, None, oc_tiles=(1, 2, 3, 4, 5, 6, 8),
+                        max_sums=registers // 2, min_sums=4, per_block=2, per_pixel=1, per_sum=1)
+    for lanes, registers in ((8, 16), (16, 32))
 }
 
 
-def default_schedule(mod, intrinsic: str):
+def register_files(target) -> list[RegisterFile]:
+    """The packed conv kernel classes `target` has templates for: its int8 dot product's, its float lanes'."""
+    files = [REGISTER_FILES.get(intrinsics.for_target(target)), FLOAT_FILES.get(intrinsics.float_lanes(target))]
+    return [f for f in files if f is not None]
+
+
+def default_schedule(mod, file: RegisterFile):
     """The schedule (`s_tir.Schedule`) of the kernel `mod["main"]` with the default register tile; None if it is
-    not a packed int8 conv with an elementwise epilogue, or `intrinsic` has no template."""
+    not a conv of `file`'s class with an elementwise epilogue."""
     from tvm import s_tir
 
-    file = REGISTER_FILES.get(intrinsic)
-    shape = _conv_shape(s_tir.Schedule(mod), intrinsic) if file else None
+    shape = _conv_shape(s_tir.Schedule(mod), file)
     if shape is None:
         return None
     sch = s_tir.Schedule(mod)
     try:
-        schedule(sch, *register_tile(*shape, file), intrinsic)
+        schedule(sch, *register_tile(*shape, file), file)
     except Exception:  # noqa: BLE001 - TVM's error for an epilogue that cannot be fused into the tile
         return None
     return sch
@@ -88,13 +109,12 @@ def register_tile(oc_blocks: int, width: int, file: RegisterFile) -> tuple[int, 
     return min((t for t in tiles if t[0] * t[1] >= enough), key=lambda t: (file.cost(*t), -t[0] * t[1]))
 
 
-def candidates(mod, intrinsic: str) -> list:
+def candidates(mod, file: RegisterFile) -> list:
     """Schedules (`s_tir.Schedule`) of the kernel `mod["main"]`, one per tile shape of `X_TILES` × the register
-    file's `oc_tiles` that fits it; none if it is not a packed int8 conv with an elementwise epilogue."""
+    file's `oc_tiles` that fits it; none if it is not a conv of `file`'s class with an elementwise epilogue."""
     from tvm import s_tir
 
-    file = REGISTER_FILES.get(intrinsic)
-    shape = _conv_shape(s_tir.Schedule(mod), intrinsic) if file else None
+    shape = _conv_shape(s_tir.Schedule(mod), file)
     if shape is None:
         return []
     oc_blocks, width = shape
@@ -106,36 +126,38 @@ def candidates(mod, intrinsic: str) -> list:
                 continue
             sch = s_tir.Schedule(mod)
             try:
-                schedule(sch, oc_tile, x_tile, intrinsic)
+                schedule(sch, oc_tile, x_tile, file)
             except Exception:  # noqa: BLE001 - TVM's error for an epilogue that cannot be fused into the tile
                 continue
             found.append(sch)
     return found
 
 
-def _conv_shape(sch, intrinsic: str) -> tuple[int, int] | None:
-    """(output-channel blocks, output width) of the kernel's packed conv, or None if the kernel is not one packed
-    for `intrinsic`."""
+def _conv_shape(sch, file: RegisterFile) -> tuple[int, int] | None:
+    """(output-channel blocks, output width) of the kernel's packed conv, or None if the kernel is not one of
+    `file`'s class."""
     import math
 
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
-    if names.count(CONV_BLOCK) != 1:
+    if names.count(file.block) != 1:
         return None
-    conv = blocks[names.index(CONV_BLOCK)]
-    # b, oc, y, x, [k lanes], ky, kx, ic/4, [4 channels, in one or two loops]
+    conv = blocks[names.index(file.block)]
+    # int8: b, oc, y, x, [k lanes], ky, kx, ic/4, [4 channels, in one or two loops]; float: b, oc, y, x, [k], ic,
+    # ky, kx
     extents = [int(iv.dom.extent) for iv in sch.get(conv).iter_vars]
-    if len(extents) < 9 or extents[4] != OUTPUT_LANES[intrinsic] or math.prod(extents[8:]) != IC_BLOCK:
+    if len(extents) < 8 or extents[4] != file.lanes or (file.intrinsic and math.prod(extents[8:]) != IC_BLOCK):
         return None
     return extents[1], extents[3]
 
 
-def schedule(sch, oc_tile: int, x_tile: int, intrinsic: str) -> None:
+def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:
     """Schedule the packed conv kernel in `sch` with a register tile of `oc_tile` channel blocks × `x_tile` pixels."""
-    intrinsics.register(intrinsic)
+    if file.intrinsic:
+        intrinsics.register(file.intrinsic)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
-    at = names.index(CONV_BLOCK)
+    at = names.index(file.block)
     conv, pads, epilogue = blocks[at], blocks[:at], blocks[at + 1:]
     out_shape = list(sch.get(conv).writes[0].source.shape)
     if any(iv.iter_type != _SPATIAL for block in epilogue for iv in sch.get(block).iter_vars) or (
@@ -147,7 +169,11 @@ def schedule(sch, oc_tile: int, x_tile: int, intrinsic: str) -> None:
         sch.vectorize(loops[-1])
     for block in epilogue[:-1]:
         sch.compute_inline(block)
-    batch, oc, y, x, lane, ky, kx, ic, *channels = sch.get_loops(conv)
+    batch, oc, y, x, lane, *reduction = sch.get_loops(conv)
+    if file.intrinsic:
+        ky, kx, ic, *channels = reduction
+    else:
+        (ic, ky, kx), channels = reduction, []
     oc_outer, oc_inner = sch.split(oc, factors=[None, oc_tile])
     x_outer, x_inner = sch.split(x, factors=[None, x_tile])
     # weights in storage order: ic/4, ky, kx for one channel block
@@ -161,12 +187,15 @@ def schedule(sch, oc_tile: int, x_tile: int, intrinsic: str) -> None:
     else:
         sch.vectorize(sch.get_loops(sums)[-1])
     sch.parallel(sch.fuse(batch, oc_outer, y))
+    if not file.tensorize:
+        sch.vectorize(lane)  # while the block still has its init: after, it is no reduction block TVM vectorizes
     init = sch.decompose_reduction(conv, ic)
     *_, init_oc, init_x, init_lane = sch.get_loops(init)
     sch.vectorize(init_lane)
     for loop in (init_oc, init_x, oc_inner, x_inner):  # constant indices: LLVM keeps the sums in registers
         sch.unroll(loop)
-    sch.tensorize(lane, REGISTER_FILES[intrinsic].tensorize)
+    if file.tensorize:
+        sch.tensorize(lane, file.tensorize)
 
 
 def _rule_base():
@@ -176,10 +205,11 @@ def _rule_base():
 
 
 class DefaultConv(_rule_base()):
-    """dlight rule: the default schedule of a packed int8 conv (`default_schedule`) under the current target."""
+    """dlight rule: the default schedule of a packed conv (`default_schedule`) under the current target."""
 
     def apply(self, func, target, tunable):
         import tvm
 
-        intrinsic = intrinsics.for_target(target)
-        return default_schedule(tvm.IRModule({"main": func}), intrinsic) if intrinsic else None
+        mod = tvm.IRModule({"main": func})
+        return next((sch for file in register_files(target) if (sch := default_schedule(mod, file)) is not None),
+                    None)

@@ -60,6 +60,18 @@ def register(intrinsic: str) -> None:
     {VNNI: register_vnni, AVX2: register_avx2, ARM_SDOT: register_arm, DP4A: register_dp4a}[intrinsic]()
 
 
+def float_lanes(target) -> int | None:
+    """float32 lanes of the CPU's FMA vectors (x86: 16 with AVX-512, 8 with AVX2); None where float convs are
+    not packed (other CPUs, GPUs)."""
+    from tvm.target import codegen
+
+    if target.kind.name != "llvm" or not codegen.target_has_features("fma", target):
+        return None
+    if codegen.target_has_features("avx512f", target):
+        return 16
+    return 8 if codegen.target_has_features("avx2", target) else None
+
+
 @functools.cache
 def register_vnni() -> None:
     _load_intrinsic_module("x86")  # TVM's own first: ours replace its broken VNNI intrinsic, not the other way

@@ -12,6 +12,7 @@ from . import intrinsics
 PACK = "pack_data"  # kernels that turn NCHW activations into NCHW[k]c
 UNPACK = "unpack_output"  # kernels that turn a packed conv's output back into NCHW
 CONV_BLOCK = "conv2d_NCHWc_int8"  # the packed conv's compute block, which target schedules look for
+FLOAT_CONV_BLOCK = "conv2d_NCHWc_float"  # the packed float conv's
 DEPTHWISE_BLOCK = "depthwise_NCHWc_int8"  # the packed depthwise conv's
 POOL_BLOCK = "pool_max"  # TOPI's max pooling compute block (scheduled in the blocked layout)
 POOL_PAD = "pad_temp"  # TOPI's padding block before it

@@ -22,15 +22,19 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     from .passes.pack_conv import PackConv
 
     passes = []
-    intrinsic = intrinsics.for_target(spec.tvm_target())
-    if intrinsic is not None:
-        lanes = OUTPUT_LANES[intrinsic]
-        # Phase 1: pack integer convs into the blocked layout the dot-product instruction reads
+    target = spec.tvm_target()
+    intrinsic = intrinsics.for_target(target)
+    float_block = intrinsics.float_lanes(target)
+    if intrinsic is not None or float_block is not None:
+        lanes = OUTPUT_LANES.get(intrinsic)
+        # Phase 1: pack integer convs into the blocked layout the dot-product instruction reads (float convs into
+        # the one FMA vectors read)
         passes += [
-            MatmulAsConv(),  # an integer matmul against constant weights as a 1×1 conv, which gets packed
+            # an integer matmul against constant weights as a 1×1 conv, which gets packed
+            *([MatmulAsConv()] if intrinsic is not None else []),
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
             PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
-                     weight_groups=WEIGHT_GROUPS.get(intrinsic, 1)),
+                     weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block),
             BlockedEpilogue(),  # requantize chains, residual adds, concats and max pools into the blocked layout
             DropRepack(),  # an unpack followed by a pack: removed, or one re-blocking kernel
         ]

@@ -59,8 +59,9 @@ class TensorStats:
             self.hist = self.hist.reshape(-1, 2).sum(axis=1)
             self.hist = np.concatenate([self.hist, np.zeros(BINS // 2, dtype=np.int64)])
             self.limit *= 2
-        counts, _ = np.histogram(magnitude, bins=BINS, range=(0.0, self.limit))
-        self.hist += counts
+        # bin index by one multiply (np.histogram's edge search is ~3× slower on a feature map)
+        bins = np.minimum((magnitude * np.float32(BINS / self.limit)).astype(np.int32), BINS - 1)
+        self.hist += np.bincount(bins, minlength=BINS)
 
     @property
     def bin_width(self) -> float:

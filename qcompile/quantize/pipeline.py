@@ -18,7 +18,7 @@ from .passes.expose import ExposeQuantPoints
 from .passes.hybrid import HybridQuantize
 from .passes.insert_qdq import InsertQDQ
 from .passes.lift_scalars import LiftScalars
-from .passes.prepare import Prepare
+from ..frontend.prepare import Prepare
 from .passes.realize import Realize
 from .passes.requantize_weights import RequantizeWeights
 

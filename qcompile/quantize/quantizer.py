@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -63,11 +63,14 @@ def exclusions(config: QuantConfig, anchor_names: dict) -> Exclusions:
 
 
 def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anchor_names: dict | None = None,
-             reporter: Reporter = SILENT, stats_cache: dict | None = None) -> Quantized:
+             reporter: Reporter = SILENT, stats_cache: dict | None = None,
+             compile_host: Callable | None = None) -> Quantized:
     """FP32 Relax module + calibration samples (each a list of input arrays) → integer module.
 
     `stats_cache` (point key → statistics, see `point_keys`) is read and filled when given: quantizing the same
-    module again with other exclusions calibrates only if it marks a tensor the cache has not seen."""
+    module again with other exclusions calibrates only if it marks a tensor the cache has not seen.
+    `compile_host` (Relax module → executable for this CPU) compiles the calibration graph; by default TVM's
+    own compile, without schedules (the driver passes the lowering's, many times faster)."""
     annotated = instrument.apply(annotate_pipeline(exclusions(config, anchor_names or {})), mod, reporter)
     points = quant_points(annotated)
     if not points:
@@ -77,7 +80,7 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
     if stats_cache is not None and all(k in stats_cache for k in keys):
         stats = [stats_cache[k] for k in keys]
     else:
-        stats = collect_stats(annotated, samples, len(points), reporter)
+        stats = collect_stats(annotated, samples, len(points), reporter, compile_host)
         if stats_cache is not None:
             stats_cache.update(zip(keys, stats))
     ranges = {}
@@ -95,14 +98,18 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
                      per_channel=config.per_channel)
 
 
-def run_exposed(annotated, samples: Iterable[list[np.ndarray]], with_result: bool = False):
+def run_exposed(annotated, samples: Iterable[list[np.ndarray]], with_result: bool = False,
+                compile_host: Callable | None = None):
     """Yield, per sample, the value of every marked tensor (in quant_points order), computed on this CPU; with
-    `with_result`, (the model's outputs, those values)."""
+    `with_result`, (the model's outputs, those values). `compile_host`: as `quantize`'s."""
     import tvm
     from tvm import relax
 
     module = calibration_pipeline()(annotated)
-    executable = tvm.compile(module, target=tvm.target.Target({"kind": "llvm"}))
+    if compile_host is None:
+        executable = tvm.compile(module, target=tvm.target.Target({"kind": "llvm"}))
+    else:
+        executable = compile_host(module)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     for sample in samples:
         results = list(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in sample]))
@@ -119,12 +126,13 @@ def _arrays(result) -> list[np.ndarray]:
     return [a for item in result for a in _arrays(item)]
 
 
-def collect_stats(annotated, samples, count: int, reporter: Reporter = SILENT) -> list[TensorStats]:
+def collect_stats(annotated, samples, count: int, reporter: Reporter = SILENT,
+                  compile_host: Callable | None = None) -> list[TensorStats]:
     """Statistics of each marked tensor (in quant_points order) over the samples."""
     stats = [TensorStats() for _ in range(count)]
     seen = 0
-    for values in reporter.bar(run_exposed(annotated, samples), desc="calibrating", unit="sample",
-                               total=len(samples) if hasattr(samples, "__len__") else None):
+    for values in reporter.bar(run_exposed(annotated, samples, compile_host=compile_host), desc="calibrating",
+                               unit="sample", total=len(samples) if hasattr(samples, "__len__") else None):
         for i, value in enumerate(values):
             stats[i].update(value)
         seen += 1

@@ -70,14 +70,15 @@ def _op_list(counter) -> str:
     return ", ".join(f"{name.removeprefix('relax.')} ×{n}" for name, n in counter.most_common())
 
 
-def build_report(quantized: Quantized, samples: list) -> Report:
+def build_report(quantized: Quantized, samples: list, compile_host=None) -> Report:
     """Each quantized tensor's error against FP32, measured on the fake-quantized graph (the realize pipeline
-    stopped before the integer kernels, the points still marked)."""
+    stopped before the integer kernels, the points still marked). `compile_host`: as `quantizer.quantize`'s."""
     simulated = realize_pipeline(quantized.params, quantized.means, quantized.per_channel, simulate=True,
                                  keep_markers=True)(quantized.annotated)
     sums = np.zeros((len(quantized.points) + 1, 4))  # signal², noise², dot, |quantized|²; last: the outputs
-    for (ref_out, reference), (approx_out, approx) in zip(run_exposed(quantized.annotated, samples, True),
-                                                          run_exposed(simulated, samples, True)):
+    for (ref_out, reference), (approx_out, approx) in zip(
+            run_exposed(quantized.annotated, samples, True, compile_host), run_exposed(simulated, samples, True,
+                                                                                       compile_host)):
         joined = [np.concatenate([o.ravel() for o in outputs]) for outputs in (ref_out, approx_out)]
         for i, (r, a) in enumerate(list(zip(reference, approx)) + [joined]):
             r, a = r.astype(np.float64).ravel(), a.astype(np.float64).ravel()

@@ -24,14 +24,14 @@ class PickResult:
 
 def pick(kernels, search, picks, target, builder, runner) -> PickResult:
     """Time the best `CANDIDATES` records in `search` of each kernel of `kernels` (tuning tasks' modules, the kernel
-    as `main`) and, for packed int8 convs on x86, its hand-written schedules, with `runner` (a cold one); store
+    as `main`) and, for packed convs on x86, its hand-written schedules, with `runner` (a cold one); store
     them in `picks`. A kernel with fewer than two candidates is left to the search's record."""
     from tvm import s_tir
 
-    from ..lower import conv_templates, intrinsics
+    from ..lower import conv_templates
     from . import records
 
-    intrinsic = intrinsics.for_target(target)
+    files = conv_templates.register_files(target)
     picked = measured = 0
     for mod in kernels:
         schedules = []
@@ -40,8 +40,8 @@ def pick(kernels, search, picks, target, builder, runner) -> PickResult:
                 sch = s_tir.Schedule(mod)
                 record.trace.apply_to_schedule(sch, remove_postproc=False)
                 schedules.append(sch)
-        if intrinsic is not None:
-            schedules += conv_templates.candidates(mod, intrinsic)
+        for file in files:
+            schedules += conv_templates.candidates(mod, file)
         if len(schedules) < 2:
             continue
         count, stored = records.measure(mod, schedules, picks, target, builder, runner)

@@ -1,4 +1,5 @@
-"""Pack integer convolutions into the blocked layout the CPU's int8 dot-product instruction reads."""
+"""Pack integer convolutions into the blocked layout the CPU's int8 dot-product instruction reads, and float ones
+into the layout its FMA vectors read."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
 from ...ir import constant_value, op_name, rewrite_main
-from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, IC_BLOCK, PACK, UNPACK, calls_kernel
+from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK, calls_kernel
 
 
 @expr_functor.mutator
 class _Pack(PyExprMutator):
-    def __init__(self, mod, oc_block, depthwise_block, weight_groups):
+    def __init__(self, mod, oc_block, depthwise_block, weight_groups, float_block):
         super().__init__(mod)
         self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
+        self.float_block = float_block
 
     def visit_call_(self, op):
         call = super().visit_call_(op)
@@ -23,23 +25,37 @@ class _Pack(PyExprMutator):
             return call
         data, weight = call.args
         attrs = call.attrs
+        while isinstance(weight, relax.Var) and self.lookup_binding(weight) is not None:
+            weight = self.lookup_binding(weight)  # through aliases (`lv1 = metadata[...]`, as calibration's graph)
         kernel = constant_value(weight)
-        if (kernel is None or str(attrs.out_dtype) != "int32"
-                or str(data.ty.dtype) not in ("uint8", "int8") or kernel.dtype != np.int8
-                or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
+        if (kernel is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
+                or attrs.out_layout != "NCHW"):
+            return call
+        integer = (str(attrs.out_dtype) == "int32" and str(data.ty.dtype) in ("uint8", "int8")
+                   and kernel.dtype == np.int8)
+        real = str(data.ty.dtype) == "float32" and kernel.dtype == np.float32 and str(attrs.out_dtype) in (
+            "None", "", "void", "float32")  # None: the input's type
+        out_block, depthwise_block = ((self.oc_block, self.depthwise_block) if integer
+                                      else (self.float_block, self.float_block) if real else (None, None))
+        if out_block is None:
             return call
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            block = input_block(kernel.shape[1], self.oc_block)
+            block = input_block(kernel.shape[1], out_block)
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
-            weights = relax.const(pack_kernel(kernel, self.oc_block, self.weight_groups))
-            acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
-        elif self.depthwise_block and groups == out_channels == int(data.ty.shape[1]) and kernel.shape[1] == 1:
-            block = self.depthwise_block
-            packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
-            acc = self.builder_.emit_te(_depthwise_blocked, packed, relax.const(pack_depthwise_kernel(kernel, block)),
-                                        *window, primfunc_name_hint=DEPTHWISE_BLOCK)
+            if integer:
+                weights = relax.const(pack_kernel(kernel, out_block, self.weight_groups))
+                acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
+            else:
+                weights = relax.const(pack_float_kernel(kernel, out_block, block))
+                acc = self.builder_.emit_te(_float_conv_blocked, packed, weights, *window,
+                                            primfunc_name_hint=FLOAT_CONV_BLOCK)
+        elif depthwise_block and groups == out_channels == int(data.ty.shape[1]) and kernel.shape[1] == 1:
+            packed = self.builder_.emit_te(to_blocked, data, depthwise_block, primfunc_name_hint=PACK)
+            weights = relax.const(pack_depthwise_kernel(kernel, depthwise_block))
+            acc = self.builder_.emit_te(_depthwise_blocked, packed, weights, *window,
+                                        primfunc_name_hint=DEPTHWISE_BLOCK)
         else:
             return call
         return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
@@ -65,10 +81,20 @@ def pack_kernel(kernel: np.ndarray, oc_block: int, groups: int = 1) -> np.ndarra
     return np.ascontiguousarray(blocked)
 
 
+def pack_float_kernel(kernel: np.ndarray, oc_block: int, in_block: int) -> np.ndarray:
+    """OIHW float → [O/oc_block, I (rounded up to in_block), H, W, oc_block], zero-padded: one vector of output
+    channels per input channel and kernel position."""
+    out_channels, in_channels, kh, kw = kernel.shape
+    padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, in_block), kh, kw), kernel.dtype)
+    padded[:out_channels, :in_channels] = kernel
+    blocked = padded.reshape(-1, oc_block, padded.shape[1], kh, kw).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(blocked)
+
+
 def pack_depthwise_kernel(kernel: np.ndarray, block: int) -> np.ndarray:
-    """[C, 1, H, W] int8 → [C/block, H, W, block], zero-padded: the weights of `block` channels side by side."""
+    """[C, 1, H, W] → [C/block, H, W, block], zero-padded: the weights of `block` channels side by side."""
     channels, _, kh, kw = kernel.shape
-    padded = np.zeros((_round_up(channels, block), kh, kw), np.int8)
+    padded = np.zeros((_round_up(channels, block), kh, kw), kernel.dtype)
     padded[:channels] = kernel[:, 0]
     return np.ascontiguousarray(padded.reshape(-1, block, kh, kw).transpose(0, 2, 3, 1))
 
@@ -127,17 +153,33 @@ def _conv_blocked(data, kernel, strides, padding, dilation):
         name=CONV_BLOCK)
 
 
+def _float_conv_blocked(data, kernel, strides, padding, dilation):
+    """Float conv on NCHW[k]c with weights [O/k, I, H, W, k]: per input channel and kernel position, one input
+    value times one vector of k output channels' weights, summed into k lanes (one FMA)."""
+    n = data.shape[0]
+    oc_chunks, in_channels, kh, kw, oc_block = kernel.shape
+    block = int(data.shape[-1])
+    data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
+    ic, ry, rx = te.reduce_axis((0, in_channels), "ic"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, oc_chunks, out_h, out_w, oc_block),
+        lambda b, oc, y, x, ob: te.sum(
+            data[b, ic // block, *at(y, x, ry, rx), ic % block] * kernel[oc, ic, ry, rx, ob], axis=[ic, ry, rx]),
+        name=FLOAT_CONV_BLOCK)
+
+
 def _depthwise_blocked(data, kernel, strides, padding, dilation):
     """Depthwise conv on NCHW[k]c: each output lane sums its own channel's window, so the k lanes of a block
-    are one vector of int32 sums (in NCHW the only vector axis is a row, 7 pixels on a 7×7 map)."""
+    are one vector of sums, int32 or float (in NCHW the only vector axis is a row, 7 pixels on a 7×7 map)."""
     n = data.shape[0]
     chunks, kh, kw, block = kernel.shape
+    acc = "int32" if "int" in str(data.dtype) else str(data.dtype)
     data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     return te.compute(
         (n, chunks, out_h, out_w, block),
         lambda b, c, y, x, k: te.sum(
-            data[b, c, *at(y, x, ry, rx), k].astype("int32") * kernel[c, ry, rx, k].astype("int32"), axis=[ry, rx]),
+            data[b, c, *at(y, x, ry, rx), k].astype(acc) * kernel[c, ry, rx, k].astype(acc), axis=[ry, rx]),
         name=DEPTHWISE_BLOCK)
 
 
@@ -165,16 +207,22 @@ def _round_up(value: int, multiple: int) -> int:
 class PackConv:
     """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
     with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
-    (16 for VNNI, 8 for AVX2, 4 for sdot; AVX2's as [.., 2, k, 2]: `weight_groups`), and its output in NCHW[k]c. In that layout the innermost block is exactly the
+    (16 for VNNI, 8 for AVX2, 4 for sdot; AVX2's [O/k, I/4, H, W, 2, k, 2]: `weight_groups`), and its output in
+    NCHW[k]c. In that layout the innermost block is exactly the
     tensor intrinsic's operands, so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized. The
     input is NCHW[k]c too where the channels fill k-blocks (each 4 bytes of a block are one dot-product operand),
     so that a conv's output feeds the next conv without a re-blocking kernel; else NCHW4c.
 
     With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
-    int32 sums); other grouped convs stay."""
+    int32 sums); other grouped convs stay. With `float_block`, float convs (constant weights) and depthwise convs
+    are packed the same way with k = `float_block` (the float lanes of a vector register): the layout in which
+    one FMA adds one input value times k output channels' weights. Either kind may be None (left as it is)."""
 
-    def __init__(self, oc_block: int, depthwise_block: int | None = None, weight_groups: int = 1):
+    def __init__(self, oc_block: int | None, depthwise_block: int | None = None, weight_groups: int = 1,
+                 float_block: int | None = None):
         self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
+        self.float_block = float_block
 
     def transform_module(self, mod, ctx):
-        return rewrite_main(_Pack(mod, self.oc_block, self.depthwise_block, self.weight_groups), mod)
+        return rewrite_main(_Pack(mod, self.oc_block, self.depthwise_block, self.weight_groups, self.float_block),
+                            mod)

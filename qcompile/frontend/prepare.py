@@ -6,7 +6,7 @@ import tvm
 from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
-from ...ir import constant_value, op_name, rewrite_main
+from ..ir import constant_value, op_name, rewrite_main
 
 
 @expr_functor.mutator
