@@ -49,12 +49,15 @@ def run_under_qemu(kit, cpu, x, tmp_path):
 
 
 @pytest.mark.parametrize("target, cpu", [("rpi4", "cortex-a72"), ("rpi5", "cortex-a76")])
-def test_int8_arm_build_matches_x86_bit_for_bit(mobilenet_builds, target, cpu, tmp_path):
+def test_int8_arm_build_computes_the_integers_of_the_x86_build(mobilenet_builds, target, cpu, tmp_path):
     x86 = qcompile.load(mobilenet_builds["x86_int8"])
     for x in real_inputs("mobilenet", 2, start=300):
         result, y = run_under_qemu(mobilenet_builds[f"{target}_int8"], cpu, x, tmp_path)
         assert result.returncode == 0, result.stderr
-        np.testing.assert_array_equal(y, x86(x)[0])
+        # the same integers; the float tail (the classifier's dequantize epilogue, in rpi5's sdot template and in
+        # x86's generic kernel) may round differently in the last bits: 1e-5 relative, where one integer step of
+        # the logits moves the probabilities by percents
+        np.testing.assert_allclose(y, x86(x)[0], rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("target, cpu", [("rpi4", "cortex-a72"), ("rpi5", "cortex-a76")])

@@ -1,6 +1,6 @@
-"""Hand-written schedules for packed convolutions on x86 (int8 on VNNI, or AVX2 without it; float on FMA vectors):
-the default schedule of every packed conv that no tuning record covers, and candidates of tuning's cold re-timing
-(`pick`).
+"""Hand-written schedules for packed convolutions on CPUs (int8 on x86 VNNI, AVX2 without it, or ARM sdot; float
+on FMA vectors): the default schedule of every packed conv that no tuning record covers, and candidates of
+tuning's cold re-timing (`pick`).
 
 One output-channel block's weights are read once, in storage order ([oc][ic/4][ky][kx][k lanes × 4 channels];
 float: [oc][ic][ky][kx][k lanes]), while a register tile of `oc_tile` blocks × `x_tile` pixels of sums (one
@@ -64,6 +64,12 @@ REGISTER_FILES = {
     # sums over 3-6 channel blocks ran fastest, 12 sums spilled
     intrinsics.AVX2: RegisterFile(CONV_BLOCK, 8, intrinsics.AVX2, intrinsics.AVX2, oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8),
                                   max_sums=8, min_sums=1, per_block=2, per_pixel=3, per_sum=4),
+    # sdot (64-bit ARM, NEON's 32 registers): a block's weights one register, a pixel's 4 bytes one dup; it
+    # accumulates in place (latency 3-4, two a cycle on Cortex-A76/Neoverse). Not timed on a board yet: the
+    # same model as VNNI's, with the registers NEON has
+    intrinsics.ARM_SDOT: RegisterFile(CONV_BLOCK, 4, intrinsics.ARM_SDOT, intrinsics.ARM_SDOT_LOCAL,
+                                      oc_tiles=(1, 2, 3, 4, 6, 8), max_sums=24, min_sums=8, per_block=1,
+                                      per_pixel=1, per_sum=1),
 }
 
 # float convs by FMA lanes (8: AVX2, 16: AVX-512): a broadcast input times a weight vector, into a sum. Measured
@@ -73,7 +79,7 @@ REGISTER_FILES = {
 FLOAT_FILES = {
     lanes: RegisterFile(FLOAT_CONV_BLOCK, lanes, None, None, oc_tiles=(1, 2, 3, 4, 5, 6, 8),
                         max_sums=registers // 2, min_sums=4, per_block=2, per_pixel=1, per_sum=1)
-    for lanes, registers in ((8, 16), (16, 32))
+    for lanes, registers in ((8, 16), (16, 32), (4, 32))  # AVX2, AVX-512, NEON
 }
 
 

@@ -27,6 +27,7 @@ VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
 VNNI_LOCAL = "qcompile_dot_16x4_vnni_local"  # the same, summing into a local buffer (registers)
 AVX2 = "qcompile_dot_8x4_avx2_local"  # u8[4] · s8[2][8][2] → i32[8] in registers, two vpmaddwd (exact)
 ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
+ARM_SDOT_LOCAL = "qcompile_dot_4x4_sdot_local"  # the same, summing into a local buffer (registers)
 DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
 DP4A_MIN_ARCH = 61  # __dp4a exists from sm_61 (Pascal) on
 
@@ -61,11 +62,15 @@ def register(intrinsic: str) -> None:
 
 
 def float_lanes(target) -> int | None:
-    """float32 lanes of the CPU's FMA vectors (x86: 16 with AVX-512, 8 with AVX2); None where float convs are
-    not packed (other CPUs, GPUs)."""
+    """float32 lanes of the CPU's FMA vectors (x86: 16 with AVX-512, 8 with AVX2; 64-bit ARM: NEON's 4); None
+    where float convs are not packed (other CPUs, GPUs)."""
     from tvm.target import codegen
 
-    if target.kind.name != "llvm" or not codegen.target_has_features("fma", target):
+    if target.kind.name != "llvm":
+        return None
+    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+        return 4
+    if not codegen.target_has_features("fma", target):
         return None
     if codegen.target_has_features("avx512f", target):
         return 16
@@ -206,7 +211,47 @@ def register_dp4a() -> None:
 
 @functools.cache
 def register_arm() -> None:
+    """TVM's sdot (what MetaSchedule's ARM rules tensorize with) and its variant summing into registers (what the
+    conv templates tensorize with)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
     _load_intrinsic_module("arm_cpu")
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "int8", offset_factor=1),
+        B: T.Buffer((4, 4), "int8", offset_factor=1),
+        C: T.Buffer((4,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            for i in T.serial(0, 4):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "int8", offset_factor=1),
+        B: T.Buffer((4, 4), "int8", offset_factor=1),
+        C: T.Buffer((4,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                C.vload([0], dtype="int32x4"),
+                T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16"),
+                B.vload([0, 0], dtype="int8x16"),
+                dtype="int32x4",
+            )
+
+    TensorIntrin.register(ARM_SDOT_LOCAL, desc, impl, override=True)
 
 
 def _load_intrinsic_module(name: str):
