@@ -1,8 +1,9 @@
-"""Latency of onnxruntime and qcompile (FP32 and INT8, untuned and tuned) side by side, measured in one process.
+"""Latency of onnxruntime and qcompile (FP32 and INT8, default schedules and tuned) side by side, in one process.
 
 For each model: onnxruntime FP32 and INT8 (quantize_static, QDQ, per-channel, u8×s8), qcompile FP32 and INT8
-built without tuning records and with the records in tuning_logs/, at 1 and 2 threads, batch 1, medians over
-30 interleaved runs after 3 warm-up runs (`qcompile bench`'s harness). Prints a Markdown section with the
+built without tuning records (the default schedules) and with the records in tuning_logs/ where they apply to
+this CPU, at 1 and 2 threads, batch 1, p10/median/p90 over 30 interleaved runs after 3 warm-up runs (`qcompile
+bench`'s harness). Prints a Markdown section with the
 machine, the table, the tuning time behind the records and the fraction of the CPU's peak reached.
 
     python benchmarks/latency.py [--shared ../shared] [--models mobilenet,squeezenet,resnet50] > latency.md
@@ -28,8 +29,7 @@ from qcompile.data.datasets import PREPROCESS_PRESETS
 
 HERE = Path(__file__).resolve().parent
 # key → (title, file under shared/models or None for the generated ResNet-50, preprocessing, calibration images).
-# ResNet-50's weights are random, so its calibration only has to give plausible ranges: 16 images keep its
-# calibration passes (the FP32 graph, untuned, ~5 s an image) short.
+# ResNet-50's weights are random, so its calibration only has to give plausible ranges: 16 images.
 MODELS = {
     "mobilenet": ("MobileNet v1 0.75", "mobilenet_v1_0.75_224_keras.onnx", "tf", 100),
     "squeezenet": ("SqueezeNet 1.1", "squeezenet1.1_caffe2_fp32_op13.onnx", "caffe", 100),
@@ -90,12 +90,13 @@ def main():
     args = parser.parse_args()
     spec = targets.resolve("x86")
     images = args.shared / "data" / "imagenet-sample"
-    print("## Latency: onnxruntime vs qcompile, untuned and tuned (issue 4)\n")
+    print("## Latency: onnxruntime vs qcompile, default schedules and tuned (issues 4, 22)\n")
     print(f"Command: `python benchmarks/latency.py --models {args.models} --repeat {args.repeat}`\n")
     print(machine() + "\n")
     print("Batch 1, medians over {} interleaved runs after 3 warm-up runs (on 2 threads each timed run follows a "
           "{} s pause, in which the other variant's spinning workers go idle, then by an untimed run if runs take "
-          "under {} s); 'tuned kernels' counts the kernels that got a schedule from tuning records. Peak: one "
+          "under {} s); 'tuned kernels' counts the kernels that got a schedule from tuning records ('untuned': none, "
+          "every kernel has its default schedule). Peak: one "
           "Cascade Lake core at {} GHz, FP32 {} flop/cycle, INT8 VNNI {} op/cycle, times the threads.\n".format(
               args.repeat, bench.IDLE_PAUSE_S, bench.UNTIMED_RUN_BELOW_S, PEAK_GHZ, FP32_PER_CYCLE, INT8_PER_CYCLE))
     with tempfile.TemporaryDirectory(prefix="qcompile-latency-") as folder:
@@ -119,7 +120,7 @@ def main():
                                                repeat=args.repeat, warmup=3))
             ops = model_ops(path)
             print(f"### {title} ({ops / 1e9:.2f} G multiply-add ops ×2)\n")
-            table = ["| engine | precision | tuned kernels | threads | median ms | p90 ms | min ms | vs ORT INT8 | "
+            table = ["| engine | precision | tuned kernels | threads | p10 ms | median ms | p90 ms | vs ORT INT8 | "
                      "% of peak |", "|---|---|---|---|---|---|---|---|---|"]
             for r in sorted(rows, key=lambda r: (r["threads"], r["engine"] != "onnxruntime", r["precision"],
                                                  r["tuned kernels"] != "untuned")):
@@ -129,7 +130,7 @@ def main():
                 peak = PEAK_GHZ * 1e9 * per_cycle * r["threads"]
                 fraction = ops / (r["median ms"] / 1e3) / peak
                 table.append(f"| {r['engine']} | {r['precision']} | {r['tuned kernels']} | {r['threads']} | "
-                             f"{r['median ms']:.2f} | {r['p90 ms']:.2f} | {r['min ms']:.2f} | "
+                             f"{r['p10 ms']:.2f} | {r['median ms']:.2f} | {r['p90 ms']:.2f} | "
                              f"{ort_int8['median ms'] / r['median ms']:.2f}× | {100 * fraction:.1f} % |")
             print("\n".join(table) + "\n")
             for precision, found in tuning.items():

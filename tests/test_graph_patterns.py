@@ -179,15 +179,48 @@ VNNI_TARGET = '{"kind": "llvm", "mcpu": "cascadelake"}'
 PLAIN_TARGET = '{"kind": "llvm", "mcpu": "x86-64"}'
 
 
-def lowered_kernels(model, tmp_path):
-    """The block's graph of fused kernels, as `qcompile build` compiles it for an AVX-512 VNNI CPU."""
+def lowered_kernels(model, tmp_path, target=VNNI_TARGET, precision="int8"):
+    """The block's graph of fused kernels, as `qcompile build` compiles it (by default for an AVX-512 VNNI CPU)."""
     from qcompile import driver, targets
     from qcompile.lower import compiler
     from qcompile.data.calibdata import DataSource
 
-    spec = targets.resolve(VNNI_TARGET)
-    request = driver.CompileRequest(model=model, target=spec, calib=DataSource(calibration_file(tmp_path), count=64))
+    spec = targets.resolve(target)
+    from qcompile.quantize.quantizer import QuantConfig
+
+    request = driver.CompileRequest(model=model, target=spec, precision=precision,
+                                    quant=QuantConfig(activation_dtype=spec.activation_dtype),
+                                    calib=DataSource(calibration_file(tmp_path), count=64))
     return compiler.lower_kernels(driver.lower_model(request).mod, spec)
+
+
+# target → (precision, the call its packed convs' default schedule must make)
+DEFAULT_FORMS = {
+    (VNNI_TARGET, "int8"): "llvm.x86.avx512.vpdpbusd.512",
+    ("x86-avx2", "int8"): "llvm.x86.avx2.pmadd.wd",
+    ("rpi5", "int8"): "llvm.aarch64.neon.sdot",
+    ("x86-avx2", "fp32"): "T.vectorized",  # FMA on the 8 lanes
+}
+
+
+@pytest.mark.parametrize("target, precision", list(DEFAULT_FORMS))
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_without_tuning_records_every_packed_conv_gets_its_tensorized_default_schedule(name, target, precision,
+                                                                                        blocks, tmp_path):
+    from qcompile import targets
+    from qcompile.lower import compiler
+    from qcompile.lower.kernels import CONV_BLOCK, FLOAT_CONV_BLOCK
+
+    scheduled = compiler.schedule_defaults(lowered_kernels(blocks[name], tmp_path, target, precision),
+                                           targets.resolve(target))
+    convs = {gvar.name_hint: func for gvar, func in scheduled.functions_items()
+             if CONV_BLOCK in gvar.name_hint or FLOAT_CONV_BLOCK in gvar.name_hint}
+    assert convs
+    for func in convs.values():
+        assert func.attrs and func.attrs.get("tirx.is_scheduled", False)
+        # no untuned loop nest: the sums are computed by the instruction (or the vector FMA) in registers
+        script = func.script()
+        assert DEFAULT_FORMS[target, precision] in script and 'scope="local"' in script
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
