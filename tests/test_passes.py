@@ -52,6 +52,7 @@ def test_lift_scalars_leaves_float_arithmetic_alone():
 
 
 def test_matmul_as_conv_rewrites_an_integer_matmul_against_constant_weights_as_a_1x1_conv():
+    # the rows become one image row of pixels, so that the conv reads each weight block once per tile of rows
     @I.ir_module
     class Before:
         @R.function
@@ -66,27 +67,57 @@ def test_matmul_as_conv_rewrites_an_integer_matmul_against_constant_weights_as_a
         @R.function
         def main(x: R.Tensor((2, 4), "uint8")) -> R.Tensor((2, 6), "int32"):
             with R.dataflow():
-                image = R.reshape(x, [2, 4, 1, 1])
+                rows_last = R.permute_dims(R.reshape(x, [2, 4]), [1, 0])
+                image = R.reshape(rows_last, [1, 4, 1, 2])
                 acc = R.nn.conv2d(image, R.const(np.ascontiguousarray(WEIGHT.T).reshape(6, 4, 1, 1)),
                                   out_dtype="int32")
-                y = R.reshape(acc, [2, 6])
+                columns_last = R.permute_dims(R.reshape(acc, [6, 2]), [1, 0])
+                y = R.reshape(columns_last, [2, 6])
                 R.output(y)
             return y
 
     tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
 
 
-def test_matmul_as_conv_leaves_a_float_matmul():
+def test_matmul_as_conv_makes_a_gemv_one_pixel():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4), "uint8")) -> R.Tensor((1, 6), "int32"):
+            with R.dataflow():
+                y = R.matmul(x, R.const(WEIGHT), out_dtype="int32")
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 4), "uint8")) -> R.Tensor((1, 6), "int32"):
+            with R.dataflow():
+                image = R.reshape(x, [1, 4, 1, 1])
+                acc = R.nn.conv2d(image, R.const(np.ascontiguousarray(WEIGHT.T).reshape(6, 4, 1, 1)),
+                                  out_dtype="int32")
+                y = R.reshape(acc, [1, 6])
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
+
+
+def test_matmul_as_conv_leaves_a_float_matmul_unless_float_convs_are_packed():
     @I.ir_module
     class Module:
         @R.function
-        def main(x: R.Tensor((2, 4), "float32")) -> R.Tensor((2, 6), "float32"):
+        def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 6), "float32"):
             with R.dataflow():
                 y = R.matmul(x, R.const(WEIGHT.astype(np.float32)))
                 R.output(y)
             return y
 
     tvm.ir.assert_structural_equal(MatmulAsConv()(Module), Module)
+    rewritten = MatmulAsConv(floats=True)(Module)
+    assert [b.value.op.name for b in rewritten["main"].body.blocks[0].bindings] == [
+        "relax.reshape", "relax.nn.conv2d", "relax.reshape"]
 
 
 def _first_call(mod):

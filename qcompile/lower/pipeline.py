@@ -30,8 +30,9 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
         # Phase 1: pack integer convs into the blocked layout the dot-product instruction reads (float convs into
         # the one FMA vectors read)
         passes += [
-            # an integer matmul against constant weights as a 1×1 conv, which gets packed
-            *([MatmulAsConv()] if intrinsic is not None else []),
+            # a matmul against constant weights as a 1×1 conv, which gets packed (integer ones where the CPU has
+            # an int8 dot product, float ones where convs are packed for FMA)
+            MatmulAsConv(floats=float_block is not None),
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
             PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
                      weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block),

@@ -13,33 +13,57 @@ from ...ir import constant_value, op_name, rewrite_main
 
 @expr_functor.mutator
 class _AsConv(PyExprMutator):
+    def __init__(self, mod, floats: bool):
+        super().__init__(mod)
+        self.floats = floats
+
     def visit_call_(self, op):
         call = super().visit_call_(op)
-        if op_name(call) != "relax.matmul" or str(call.attrs.out_dtype) != "int32":
+        if op_name(call) != "relax.matmul":
             return call
         data, weight = call.args
+        while isinstance(weight, relax.Var) and self.lookup_binding(weight) is not None:
+            weight = self.lookup_binding(weight)
         kernel = constant_value(weight)
-        if (kernel is None or kernel.ndim != 2 or kernel.dtype != np.int8
-                or data.ty.ndim != 2 or str(data.ty.dtype) not in ("uint8", "int8")):
+        if kernel is None or kernel.ndim != 2 or data.ty.ndim < 2 or not all(
+                isinstance(d, tvm.tirx.IntImm) for d in data.ty.shape):
             return call
-        rows, depth = data.ty.shape
-        columns = kernel.shape[1]
-        image = self.builder_.emit(R.reshape(data, [rows, depth, 1, 1]))
+        integer = (str(call.attrs.out_dtype) == "int32" and kernel.dtype == np.int8
+                   and str(data.ty.dtype) in ("uint8", "int8"))
+        real = (self.floats and kernel.dtype == np.float32 and str(data.ty.dtype) == "float32"
+                and str(call.attrs.out_dtype) in ("None", "", "void", "float32"))
+        if not (integer or real):
+            return call
+        *lead, depth = (int(d) for d in data.ty.shape)
+        rows, columns = int(np.prod(lead)), kernel.shape[1]
         filters = relax.const(np.ascontiguousarray(kernel.T).reshape(columns, -1, 1, 1))
-        acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype="int32"))
-        return R.reshape(acc, [rows, columns])
+        out_dtype = "int32" if integer else "float32"
+        if rows == 1:  # a GEMV: one pixel of `depth` channels
+            image = self.builder_.emit(R.reshape(data, [1, depth, 1, 1]))
+            acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype=out_dtype))
+            return R.reshape(acc, [*lead, columns])
+        # the rows as a 1 × rows image: the weights are then read once per tile of rows, not once per row
+        rows_last = self.builder_.emit(R.permute_dims(R.reshape(data, [rows, depth]), [1, 0]))
+        image = self.builder_.emit(R.reshape(rows_last, [1, depth, 1, rows]))
+        acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype=out_dtype))
+        columns_last = self.builder_.emit(R.permute_dims(R.reshape(acc, [columns, rows]), [1, 0]))
+        return R.reshape(columns_last, [*lead, columns])
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.MatmulAsConv")
 class MatmulAsConv:
-    """Rewrite `matmul(x, W)` (x: [M, K] int8/uint8, W: constant [K, N] int8, int32 result) as
-    `reshape(conv2d(reshape(x, [M, K, 1, 1]), Wᵀ as [N, K, 1, 1]), [M, N])`.
+    """Rewrite `matmul(x, W)` (x: [..., M, K] int8/uint8, W: constant [K, N] int8, int32 result; with `floats`,
+    float32 x and W too) as a 1×1 conv over a 1 × M image of K channels, and its result back to [..., M, N]:
+    `reshape(conv2d(reshape(x, [1, K, 1, 1]), Wᵀ as [N, K, 1, 1]), [1, N])` for one row, with transposes for M.
 
-    Left as a matmul, a classifier's int8 GEMV (ResNet-50's 2048 → 1000) gets MetaSchedule's generic CPU
-    schedule: one thread, no dot-product instruction, and a walk down the weight's columns 1000 bytes apart,
-    which in the running network (weights not in cache) took 0.7-0.8 ms, as long as a 3×3 conv of the last
-    stage. As a conv it takes the packed path of the model's other convs: weights in the dot-product
-    instruction's blocks, read in order, and the tuned, parallel conv schedule."""
+    Left as a matmul, it gets MetaSchedule's generic CPU schedule (no default schedule, no dot-product
+    instruction): a classifier's int8 GEMV (ResNet-50's 2048 → 1000) walked the weight's columns 1000 bytes
+    apart, 0.7-0.8 ms in the running network; a transformer's 128 × 256 × 1024 projection took 45 ms. As a conv
+    it takes the packed path of the convs: weights in the dot-product instruction's blocks, read in order, the
+    default or tuned register-tile schedule; the transposes become the pack and unpack kernels' layout change."""
+
+    def __init__(self, floats: bool = False):
+        self.floats = floats
 
     def transform_module(self, mod, ctx):
-        return rewrite_main(_AsConv(mod), mod)
+        return rewrite_main(_AsConv(mod, self.floats), mod)
