@@ -47,16 +47,18 @@ def for_host(mod):
 
 
 def schedule_defaults(mod, spec: TargetSpec):
-    """Give the kernels no tuning record covers their default schedules (CPUs: packed int8 convs get the
-    hand-written template with the register tile `conv_templates.register_tile` picks)."""
+    """Give the kernels no tuning record covers their default schedules (CPUs: packed convs get the hand-written
+    template with the register tile `conv_templates.register_tile` picks; matmuls of two activations
+    `matmul_template`'s)."""
     if spec.kind != "llvm":
         return mod
     from tvm.s_tir import dlight as dl
 
     from .conv_templates import DefaultConv
+    from .matmul_template import DefaultMatmul
 
     with spec.tvm_target():
-        return dl.ApplyDefaultSchedule(DefaultConv())(mod)
+        return dl.ApplyDefaultSchedule(DefaultConv(), DefaultMatmul())(mod)
 
 
 def lower_kernels(mod, spec: TargetSpec, reporter: Reporter = SILENT):
