@@ -86,41 +86,8 @@ def register_vnni() -> None:
 
 def _register_vnni(name: str, scope: str) -> None:
     from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
-            )
-
+    desc, impl = _dot4(16, "uint8", scope, "llvm.x86.avx512.vpdpbusd.512")
     TensorIntrin.register(name, desc, impl, override=True)
 
 
@@ -214,20 +181,29 @@ def register_arm() -> None:
     """TVM's sdot (what MetaSchedule's ARM rules tensorize with) and its variant summing into registers (what the
     conv templates tensorize with)."""
     from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
 
     _load_intrinsic_module("arm_cpu")
 
+    desc, impl = _dot4(4, "int8", "local", "llvm.aarch64.neon.sdot.v4i32.v16i8")
+    TensorIntrin.register(ARM_SDOT_LOCAL, desc, impl, override=True)
+
+
+def _dot4(lanes: int, input_dtype: str, scope: str, instruction: str):
+    """(description, implementation) of a 4-byte dot product per output lane, `input_dtype`[4] · s8[lanes][4] →
+    i32[lanes] (C in `scope`), as one LLVM `instruction` taking the sums, the 4 input bytes broadcast to every
+    lane, and the weights: VNNI's vpdpbusd, ARM's sdot."""
+    from tvm.script import tirx as T
+
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((4,), "int8", offset_factor=1),
-        B: T.Buffer((4, 4), "int8", offset_factor=1),
-        C: T.Buffer((4,), "int32", offset_factor=1, scope="local"),
+        A: T.Buffer((4,), input_dtype, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-            T.writes(C[0:4])
-            for i in T.serial(0, 4):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, 4):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
@@ -235,23 +211,23 @@ def register_arm() -> None:
 
     @T.prim_func(s_tir=True)
     def impl(
-        A: T.Buffer((4,), "int8", offset_factor=1),
-        B: T.Buffer((4, 4), "int8", offset_factor=1),
-        C: T.Buffer((4,), "int32", offset_factor=1, scope="local"),
+        A: T.Buffer((4,), input_dtype, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope=scope),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-            T.writes(C[0:4])
-            a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([0], dtype="int32x4"),
-                T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16"),
-                B.vload([0, 0], dtype="int8x16"),
-                dtype="int32x4",
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a_i32 = T.reinterpret(A.vload([0], f"{input_dtype}x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(instruction),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"{input_dtype}x{4 * lanes}"),
+                B.vload([0, 0], dtype=f"int8x{4 * lanes}"),
+                dtype=f"int32x{lanes}",
             )
 
-    TensorIntrin.register(ARM_SDOT_LOCAL, desc, impl, override=True)
+    return desc, impl
 
 
 def _load_intrinsic_module(name: str):
