@@ -17,9 +17,11 @@ def op_name(expr) -> str | None:
 
 
 def bound_value(mutator, expr):
-    """What a variable is bound to in the function `mutator` is visiting, or the expression itself."""
-    value = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-    return expr if value is None else value
+    """What a variable is bound to in the function `mutator` is visiting, through aliases (`lv1 = lv`,
+    `lv1 = metadata[...]`), or the expression itself."""
+    while isinstance(expr, relax.Var) and mutator.lookup_binding(expr) is not None:
+        expr = mutator.lookup_binding(expr)
+    return expr
 
 
 def constant_value(expr) -> np.ndarray | None:

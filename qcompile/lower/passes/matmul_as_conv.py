@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
-from ...ir import constant_value, op_name, rewrite_main
+from ...ir import bound_value, constant_value, op_name, rewrite_main
 
 
 @expr_functor.mutator
@@ -22,9 +22,7 @@ class _AsConv(PyExprMutator):
         if op_name(call) != "relax.matmul":
             return call
         data, weight = call.args
-        while isinstance(weight, relax.Var) and self.lookup_binding(weight) is not None:
-            weight = self.lookup_binding(weight)
-        kernel = constant_value(weight)
+        kernel = constant_value(bound_value(self, weight))
         if kernel is None or kernel.ndim != 2 or data.ty.ndim < 2 or not all(
                 isinstance(d, tvm.tirx.IntImm) for d in data.ty.shape):
             return call

@@ -8,7 +8,7 @@ import tvm
 from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
-from ...ir import constant_value, op_name, rewrite_main
+from ...ir import bound_value, constant_value, op_name, rewrite_main
 from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK, calls_kernel
 
 
@@ -25,9 +25,7 @@ class _Pack(PyExprMutator):
             return call
         data, weight = call.args
         attrs = call.attrs
-        while isinstance(weight, relax.Var) and self.lookup_binding(weight) is not None:
-            weight = self.lookup_binding(weight)  # through aliases (`lv1 = metadata[...]`, as calibration's graph)
-        kernel = constant_value(weight)
+        kernel = constant_value(bound_value(self, weight))  # calibration's graph binds weights to variables
         if (kernel is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
                 or attrs.out_layout != "NCHW"):
             return call
@@ -192,8 +190,7 @@ def unpack(acc, channels):
 
 def unpacked(mutator: PyExprMutator, expr):
     """(the blocked tensor, NCHW channel count) if `expr` is an unpack kernel's output, else None."""
-    while isinstance(expr, relax.Var) and mutator.lookup_binding(expr) is not None:
-        expr = mutator.lookup_binding(expr)  # through aliases (`lv1 = lv`) to the call
+    expr = bound_value(mutator, expr)
     if not calls_kernel(expr, UNPACK):
         return None
     return expr.args[1].fields[0], int(expr.ty.shape[1])
