@@ -48,7 +48,7 @@ def main():
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="qcompile-real-models-") as folder:
         for name, (file, _, _, _, shapes) in MODELS.items():
-            request = CompileRequest(model=args.shared / "models" / file, target=spec, input_shapes=shapes,
+            request = CompileRequest(model=args.shared / "models" / file, target=spec, input_shapes=shapes or {},
                                      calib=calibration(name, args.shared, Path(folder)))
             try:
                 rows = bench.run(bench.BenchConfig(compile=request, precisions=("int8",), threads=(1,),
