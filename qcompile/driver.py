@@ -249,8 +249,8 @@ def find_records(request: CompileRequest, sidecar: artifact.Sidecar, reporter: R
         return None
     folder = records.find(source.roots, request.model, sidecar.model_sha256, sidecar.precision, request.target)
     if folder is None:
-        reporter.note("no tuning records for this model and target (kernels stay untuned; 'qcompile tune' makes "
-                      "them)")
+        reporter.note("no tuning records for this model and target: kernels get their default schedules "
+                      "('qcompile tune' tunes them)")
         return None
     recorded = records.measured_on(folder)
     if recorded != request.target.target:
