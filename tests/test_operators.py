@@ -22,6 +22,11 @@ CASES = {
     "ConvTranspose": ([helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
                                         output_padding=[1, 1])],
                       [_const("w", RNG.standard_normal((8, 4, 3, 3)).astype(np.float32))], X, [1, 4, 12, 12], 13),
+    # kernel = stride: lowered as a 1×1 conv and a pixel shuffle (ConvTransposeAsConv), with its bias
+    "ConvTranspose 2x2 stride 2": ([helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2],
+                                                     kernel_shape=[2, 2])],
+                                   [_const("w", RNG.standard_normal((8, 4, 2, 2)).astype(np.float32)),
+                                    _const("b", RNG.standard_normal(4).astype(np.float32))], X, [1, 4, 12, 12], 13),
     "Resize nearest": ([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")],
                        [_const("scales", np.array([1, 1, 2, 2], np.float32))], X, [1, 8, 12, 12], 13),
     "Resize linear": ([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",

@@ -17,6 +17,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
 
     from .passes.add_operand_boundary import AddOperandBoundary
     from .passes.blocked_epilogue import BlockedEpilogue
+    from .passes.conv_transpose_as_conv import ConvTransposeAsConv
     from .passes.drop_repack import DropRepack
     from .passes.matmul_as_conv import MatmulAsConv
     from .passes.pack_conv import PackConv
@@ -33,6 +34,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
             # a matmul against constant weights as a 1×1 conv, which gets packed (integer ones where the CPU has
             # an int8 dot product, float ones where convs are packed for FMA)
             MatmulAsConv(floats=float_block is not None),
+            # an upsampling transposed conv (kernel = stride) as a 1×1 conv and a pixel shuffle
+            *([ConvTransposeAsConv()] if float_block is not None else []),
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
             PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
                      weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block),
