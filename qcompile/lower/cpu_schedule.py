@@ -60,9 +60,12 @@ class _Injective(_rule_base()):
             extent = _extent(sch, loops)
             if extent is None:  # a loop whose length is known only at run time (NonMaxSuppression's outputs)
                 continue
-            if extent % lanes:
+            if extent % lanes or _gathers(sch.get(block)):
                 # a ragged split would leave a predicate in the vector loop, which LLVM then runs lane by lane
-                # (a padded 225×225 image: ~30× slower); the innermost axis, whole, vectorizes without one
+                # (a padded 225×225 image: ~30× slower); a kernel reading another shape than it writes (pad,
+                # resize, concat) would compute every lane's indices from the flat one (divisions and remainders
+                # per lane, and a gather: PP-OCRv4's detector head, 2-6× slower per kernel). The innermost axis,
+                # whole, vectorizes without either
                 *outer, inner = loops
                 if outer:
                     sch.parallel(sch.fuse(*outer))
@@ -192,6 +195,19 @@ def _segment(width: int) -> int:
     (fastest on MobileNet's rows, and 7-8 vector accumulators plus the 9 weight vectors fit in 32 registers)."""
     divisors = [d for d in range(1, min(width, 14) + 1) if width % d == 0]
     return min(divisors, key=lambda d: (abs(d - 7.5), d))
+
+
+def _gathers(block) -> bool:
+    """Whether the block reads a tensor of another shape than it writes, other than by broadcasting (a dimension
+    of 1): a pad, a resize, a concat, a reshape."""
+    out = [int(d) for d in block.writes[0].source.shape]
+    for read in block.reads:
+        shape = [int(d) for d in read.source.shape]
+        if len(shape) != len(out) and len(shape) > 1:
+            return True
+        if len(shape) == len(out) and any(d != o and d != 1 for d, o in zip(shape, out)):
+            return True
+    return False
 
 
 def _extent(sch, loops) -> int | None:
