@@ -22,6 +22,7 @@ GPU_HEADING = "## CUDA"
 VERIFICATION_HEADING, CONCURRENCY_HEADING = "## Build verification", "## Concurrent calls"
 OCR_HEADING, BERT_HEADING, VAD_HEADING = "## PP-OCR task accuracy", "## BERT-like encoder", "## Silero VAD"
 CONTROL_HEADING = "## Accuracy control"
+DEFAULTS_HEADING = "## Default schedules"  # latency.py, calibration.py, real_models.py on a CPU without records
 ACCURACY_HEADING, LATENCY_HEADING = "## INT8 accuracy", "## Latency"
 
 
@@ -46,6 +47,7 @@ def main():
         _section(args.output, ACCURACY_HEADING, LATENCY_HEADING) if args.latency_only
         else _run("accuracy.py", "--shared", args.shared),
         _run("latency.py", "--shared", args.shared, "--repeat", args.repeat),
+        _section(args.output, DEFAULTS_HEADING, GPU_HEADING),  # measured where no tuning records apply
         _section(args.output, GPU_HEADING, VERIFICATION_HEADING),  # measured on a GPU machine, not here
         _section(args.output, VERIFICATION_HEADING, CONCURRENCY_HEADING),  # benchmarks/verification.py
         _section(args.output, CONCURRENCY_HEADING, OCR_HEADING),  # benchmarks/concurrency.py
