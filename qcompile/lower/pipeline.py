@@ -19,6 +19,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     from .passes.blocked_epilogue import BlockedEpilogue
     from .passes.conv_transpose_as_conv import ConvTransposeAsConv
     from .passes.drop_repack import DropRepack
+    from .passes.fast_math import FastMath
     from .passes.matmul_as_conv import MatmulAsConv
     from .passes.pack_conv import PackConv
 
@@ -47,6 +48,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
         AddOperandBoundary(),  # a residual add's widening cast fuses into the add's kernel, not its producer's
         relax.transform.EliminateCommonSubexpr(),  # a block's first conv and its shortcut each packed the input
     ]
+    if spec.kind == "llvm":
+        passes.append(FastMath())  # float exp/erf/tanh/sigmoid/GELU/softmax as vectorizable polynomials
     # Phase 3: TVM's legalization and fusion into TIR kernels
     passes.append(relax.get_pipeline("zero"))
     # Phase 4: fixed schedules for the kernels with nothing to tune (CPUs)
