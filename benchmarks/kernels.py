@@ -1,9 +1,9 @@
-"""Where a model's time goes: each kernel of its tuned build timed alone, on random inputs, with its call count.
+"""Where a model's time goes: each kernel of its build timed alone, on random inputs, with its call count.
 
-Builds the model as `qcompile build` does (same passes, the tuning records it finds), then times every kernel of
-the lowered module with TVM's time evaluator and prints a Markdown table, slowest total first: per-call and
-total time, how it got its schedule (tuned record, fixed rule, default template, or none) and, for the packed (dense) convs, the
-int8 multiply-adds per second. Kernels timed alone find their weights in cache: their sum is a lower bound of the
+Builds the model as `qcompile build` does (same passes, the tuning records it finds, the default schedules),
+then times every kernel of the lowered module with TVM's time evaluator and prints a Markdown table, slowest
+total first: per-call and total time, how it got its schedule (tuned record, fixed rule, default template, or
+none) and, for the packed (dense) convs, the int8 multiply-adds per second. Kernels timed alone find their weights in cache: their sum is a lower bound of the
 model's latency, not a prediction of it.
 
     python benchmarks/kernels.py MODEL.onnx --calib DATA --preprocess tf [--precision int8] [--top 25]
