@@ -56,8 +56,9 @@ def main():
     print("## Build verification\n")
     print("Command: `python benchmarks/verification.py`. Every library `qcompile build` writes has first run beside "
           "onnxruntime's FP32 on 4 calibration samples the calibration did not use; FP32 must "
-          "agree within 1e-3 of each output's range, INT8 keep each output's cosine ≥ 0.9. x86 preset, untuned "
-          "kernels; text pages resized and centre-cropped to 480×480, text lines as the recognizer takes them "
+          "agree within 1e-3 of each output's range, INT8 keep each output's cosine ≥ 0.9. x86 preset, default "
+          "schedules (no tuning records); text pages resized and centre-cropped to 480×480, text lines as the "
+          "recognizer takes them "
           "(height 48, padded right); the INT8 rows check the build, they do not measure task accuracy.\n")
     print("| model | precision | result |")
     print("|---|---|---|")
