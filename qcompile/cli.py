@@ -292,7 +292,8 @@ def _add_tuning_log_options(parser: argparse.ArgumentParser) -> None:
                              "folder ($QCOMPILE_RECORDS or ~/.cache/qcompile/tuning_logs), then in those shipped "
                              "with qcompile (default: those two)")
     tuning.add_argument("--untuned", action="store_true",
-                        help="ignore tuning records: compile with TVM's default (unscheduled) kernels")
+                        help="ignore tuning records: compile with qcompile's default schedules (register-tile "
+                             "templates for convs and matmuls, fixed schedules for the rest)")
 
 
 def record_source(args):
