@@ -346,10 +346,10 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
         return metric(results)
 
     def progress(step: fallback.Step, kind: str):
-        what = {"start": "all layers in INT8",
-                "probe": f"only {step.restored[-1] if step.restored else ''} in FP32 (probe)",
-                "kept": f"{step.restored[-1] if step.restored else ''} to FP32, kept ({len(step.restored)} in FP32)",
-                "rejected": f"{step.restored[-1] if step.restored else ''} to FP32 gains nothing, stays INT8"}[kind]
+        layer = step.restored[-1] if step.restored else ""
+        what = {"start": "all layers in INT8", "probe": f"only {layer} in FP32 (probe)",
+                "kept": f"{layer} to FP32, kept ({len(step.restored)} in FP32)",
+                "rejected": f"{layer} to FP32 gains nothing, stays INT8"}[kind]
         reporter.note(f"accuracy control: {what}: {metric_name} {step.metric:.2f} (FP32 {fp32:.2f})")
 
     fp32 = metric(reference)
@@ -411,7 +411,7 @@ def _metric(reference, labels, output_shape):
 
 
 def _on_host(mod, inputs, outputs) -> artifact.CompiledModel:
-    """`mod` compiled for this CPU, untuned: what accuracy control measures candidates with."""
+    """`mod` compiled for this CPU with the default schedules: what accuracy control measures candidates with."""
     from . import targets
 
     spec = targets.resolve("x86")

@@ -24,6 +24,19 @@ def bound_value(mutator, expr):
     return expr
 
 
+def out_dtype(call) -> str | None:
+    """The output type a call's attributes name (conv2d, matmul, conv2d_transpose), or None where they leave it
+    to the input's (`out_dtype=None`, printed "None", "" or "void")."""
+    name = str(call.attrs.out_dtype)
+    return None if name in ("None", "", "void") else name
+
+
+def static_shape(expr) -> list[int] | None:
+    """The shape of a tensor expression, if every dimension is known at compile time."""
+    dims = expr.ty.shape
+    return [int(d) for d in dims] if all(isinstance(d, tvm.tirx.IntImm) for d in dims) else None
+
+
 def constant_value(expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, GenericConst) else None
 

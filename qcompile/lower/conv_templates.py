@@ -94,10 +94,10 @@ def default_schedule(mod, file: RegisterFile):
     not a conv of `file`'s class with an elementwise epilogue."""
     from tvm import s_tir
 
-    shape = _conv_shape(s_tir.Schedule(mod), file)
+    sch = s_tir.Schedule(mod)
+    shape = _conv_shape(sch, file)  # reads the kernel only
     if shape is None:
         return None
-    sch = s_tir.Schedule(mod)
     try:
         schedule(sch, *register_tile(*shape, file), file)
     except Exception:  # noqa: BLE001 - TVM's error for an epilogue that cannot be fused into the tile

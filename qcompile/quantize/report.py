@@ -76,9 +76,8 @@ def build_report(quantized: Quantized, samples: list, compile_host=None) -> Repo
     simulated = realize_pipeline(quantized.params, quantized.means, quantized.per_channel, simulate=True,
                                  keep_markers=True)(quantized.annotated)
     sums = np.zeros((len(quantized.points) + 1, 4))  # signal², noise², dot, |quantized|²; last: the outputs
-    for (ref_out, reference), (approx_out, approx) in zip(
-            run_exposed(quantized.annotated, samples, True, compile_host), run_exposed(simulated, samples, True,
-                                                                                       compile_host)):
+    exact, fake = (run_exposed(module, samples, True, compile_host) for module in (quantized.annotated, simulated))
+    for (ref_out, reference), (approx_out, approx) in zip(exact, fake):
         joined = [np.concatenate([o.ravel() for o in outputs]) for outputs in (ref_out, approx_out)]
         for i, (r, a) in enumerate(list(zip(reference, approx)) + [joined]):
             r, a = r.astype(np.float64).ravel(), a.astype(np.float64).ravel()

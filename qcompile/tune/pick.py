@@ -24,7 +24,7 @@ class PickResult:
 
 def pick(kernels, search, picks, target, builder, runner) -> PickResult:
     """Time the best `CANDIDATES` records in `search` of each kernel of `kernels` (tuning tasks' modules, the kernel
-    as `main`) and, for packed convs on x86, its hand-written schedules, with `runner` (a cold one); store
+    as `main`) and, for packed convs on CPUs, its hand-written schedules, with `runner` (a cold one); store
     them in `picks`. A kernel with fewer than two candidates is left to the search's record."""
     from tvm import s_tir
 

@@ -8,7 +8,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import const
 from tvm.relax import op as R
 
-from ...ir import bound_value, constant_value, op_name, rewrite_main
+from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
 
 
 @expr_functor.mutator
@@ -18,21 +18,19 @@ class _AsConv(PyExprMutator):
         if op_name(call) != "relax.nn.conv2d_transpose":
             return call
         data, weight = call.args
-        kernel = constant_value(bound_value(self, weight))
+        kernel, shape = constant_value(bound_value(self, weight)), static_shape(data)
         a = call.attrs
-        if (kernel is None or kernel.ndim != 4 or int(a.groups) != 1 or a.data_layout != "NCHW"
+        if (kernel is None or kernel.ndim != 4 or shape is None or int(a.groups) != 1 or a.data_layout != "NCHW"
                 or a.kernel_layout != "IOHW" or a.out_layout != "NCHW"
                 or [int(s) for s in a.strides] != list(kernel.shape[2:]) or any(int(p) for p in a.padding)
-                or any(int(p) for p in a.output_padding) or any(int(d) != 1 for d in a.dilation)
-                or not all(isinstance(d, tvm.tirx.IntImm) for d in data.ty.shape)):
+                or any(int(p) for p in a.output_padding) or any(int(d) != 1 for d in a.dilation)):
             return call
-        n, _, height, width = (int(d) for d in data.ty.shape)
+        n, _, height, width = shape
         in_channels, out_channels, kh, kw = kernel.shape
         # output channel (o, dy, dx) of the 1×1 conv is output pixel (kh·y + dy, kw·x + dx) of channel o
         filters = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0)).reshape(out_channels * kh * kw,
                                                                              in_channels, 1, 1)
-        out_dtype = str(a.out_dtype) if str(a.out_dtype) not in ("None", "", "void") else None
-        pixels = self.builder_.emit(R.nn.conv2d(data, const(filters), out_dtype=out_dtype))
+        pixels = self.builder_.emit(R.nn.conv2d(data, const(filters), out_dtype=out_dtype(call)))
         blocks = self.builder_.emit(R.reshape(pixels, [n, out_channels, kh, kw, height, width]))
         shuffled = self.builder_.emit(R.permute_dims(blocks, [0, 1, 4, 2, 5, 3]))
         return R.reshape(shuffled, [n, out_channels, height * kh, width * kw])

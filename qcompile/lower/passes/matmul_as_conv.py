@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
-from ...ir import bound_value, constant_value, op_name, rewrite_main
+from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
 
 
 @expr_functor.mutator
@@ -22,28 +22,26 @@ class _AsConv(PyExprMutator):
         if op_name(call) != "relax.matmul":
             return call
         data, weight = call.args
-        kernel = constant_value(bound_value(self, weight))
-        if kernel is None or kernel.ndim != 2 or data.ty.ndim < 2 or not all(
-                isinstance(d, tvm.tirx.IntImm) for d in data.ty.shape):
+        kernel, shape = constant_value(bound_value(self, weight)), static_shape(data)
+        if kernel is None or kernel.ndim != 2 or shape is None or len(shape) < 2:
             return call
-        integer = (str(call.attrs.out_dtype) == "int32" and kernel.dtype == np.int8
-                   and str(data.ty.dtype) in ("uint8", "int8"))
+        integer = out_dtype(call) == "int32" and kernel.dtype == np.int8 and str(data.ty.dtype) in ("uint8", "int8")
         real = (self.floats and kernel.dtype == np.float32 and str(data.ty.dtype) == "float32"
-                and str(call.attrs.out_dtype) in ("None", "", "void", "float32"))
+                and out_dtype(call) in (None, "float32"))
         if not (integer or real):
             return call
-        *lead, depth = (int(d) for d in data.ty.shape)
+        *lead, depth = shape
         rows, columns = int(np.prod(lead)), kernel.shape[1]
         filters = relax.const(np.ascontiguousarray(kernel.T).reshape(columns, -1, 1, 1))
-        out_dtype = "int32" if integer else "float32"
-        if rows == 1:  # a GEMV: one pixel of `depth` channels
+        acc_dtype = "int32" if integer else "float32"
+        if rows == 1:  # a GEMV: one pixel of `depth` channels (the kernels its tuning records were made for)
             image = self.builder_.emit(R.reshape(data, [1, depth, 1, 1]))
-            acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype=out_dtype))
+            acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype=acc_dtype))
             return R.reshape(acc, [*lead, columns])
         # the rows as a 1 × rows image: the weights are then read once per tile of rows, not once per row
         rows_last = self.builder_.emit(R.permute_dims(R.reshape(data, [rows, depth]), [1, 0]))
         image = self.builder_.emit(R.reshape(rows_last, [1, depth, 1, rows]))
-        acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype=out_dtype))
+        acc = self.builder_.emit(R.nn.conv2d(image, filters, out_dtype=acc_dtype))
         columns_last = self.builder_.emit(R.permute_dims(R.reshape(acc, [columns, rows]), [1, 0]))
         return R.reshape(columns_last, [*lead, columns])
 

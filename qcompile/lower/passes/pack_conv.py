@@ -8,16 +8,15 @@ import tvm
 from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
-from ...ir import bound_value, constant_value, op_name, rewrite_main
+from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main
 from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK, calls_kernel
 
 
 @expr_functor.mutator
 class _Pack(PyExprMutator):
-    def __init__(self, mod, oc_block, depthwise_block, weight_groups, float_block):
+    def __init__(self, mod, config: "PackConv"):
         super().__init__(mod)
-        self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
-        self.float_block = float_block
+        self.config = config
 
     def visit_call_(self, op):
         call = super().visit_call_(op)
@@ -29,12 +28,11 @@ class _Pack(PyExprMutator):
         if (kernel is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
                 or attrs.out_layout != "NCHW"):
             return call
-        integer = (str(attrs.out_dtype) == "int32" and str(data.ty.dtype) in ("uint8", "int8")
-                   and kernel.dtype == np.int8)
-        real = str(data.ty.dtype) == "float32" and kernel.dtype == np.float32 and str(attrs.out_dtype) in (
-            "None", "", "void", "float32")  # None: the input's type
-        out_block, depthwise_block = ((self.oc_block, self.depthwise_block) if integer
-                                      else (self.float_block, self.float_block) if real else (None, None))
+        integer = out_dtype(call) == "int32" and str(data.ty.dtype) in ("uint8", "int8") and kernel.dtype == np.int8
+        real = str(data.ty.dtype) == "float32" and kernel.dtype == np.float32 and out_dtype(call) in (None, "float32")
+        config = self.config
+        out_block, depthwise_block = ((config.oc_block, config.depthwise_block) if integer
+                                      else (config.float_block, config.float_block) if real else (None, None))
         if out_block is None:
             return call
         out_channels, groups = kernel.shape[0], int(attrs.groups)
@@ -43,7 +41,7 @@ class _Pack(PyExprMutator):
             block = input_block(kernel.shape[1], out_block)
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             if integer:
-                weights = relax.const(pack_kernel(kernel, out_block, self.weight_groups))
+                weights = relax.const(pack_kernel(kernel, out_block, config.weight_groups))
                 acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
             else:
                 weights = relax.const(pack_float_kernel(kernel, out_block, block))
@@ -205,8 +203,8 @@ class PackConv:
     """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
     with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
     (16 for VNNI, 8 for AVX2, 4 for sdot; AVX2's [O/k, I/4, H, W, 2, k, 2]: `weight_groups`), and its output in
-    NCHW[k]c. In that layout the innermost block is exactly the
-    tensor intrinsic's operands, so MetaSchedule can tensorize the conv; plain NCHW cannot be tensorized. The
+    NCHW[k]c. In that layout the innermost block is exactly the tensor intrinsic's operands, so the conv can be
+    tensorized (the default template, MetaSchedule); plain NCHW cannot be tensorized. The
     input is NCHW[k]c too where the channels fill k-blocks (each 4 bytes of a block are one dot-product operand),
     so that a conv's output feeds the next conv without a re-blocking kernel; else NCHW4c.
 
@@ -221,5 +219,4 @@ class PackConv:
         self.float_block = float_block
 
     def transform_module(self, mod, ctx):
-        return rewrite_main(_Pack(mod, self.oc_block, self.depthwise_block, self.weight_groups, self.float_block),
-                            mod)
+        return rewrite_main(_Pack(mod, self), mod)
