@@ -102,7 +102,8 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
         by_gain = sorted(range(len(probes)), key=lambda i: (-probes[i].metric, i))
         order = [ranked[i] for i in by_gain] + ranked[len(probes):]
         for layer in order[:-1]:  # all of them restored is the FP32 build, not an INT8 one
-            tried = Step(steps[-1].restored + (layer,), measure(steps[-1].restored + (layer,)))
+            candidate = steps[-1].restored + (layer,)
+            tried = Step(candidate, measure(candidate))
             if tried.metric <= steps[-1].metric:
                 progress(tried, "rejected")
                 rejected.append(tried)  # no gain: the layer stays INT8 (and costs no FP32 time)
