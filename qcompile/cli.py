@@ -345,7 +345,9 @@ def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool =
                    help="calibrate on random inputs when no data exists (a loud warning: accuracy is then arbitrary)")
     q.add_argument("--calibration", choices=METHODS, default="percentile",
                    help="how activation ranges are chosen: minmax, percentile (of |x|), entropy (KL divergence, "
-                        "TensorRT-style) or mse (default: percentile)")
+                        "TensorRT-style), mse, or adaptive (per tensor, whichever of those four ranges quantizes "
+                        "its calibration values with the least squared error; the report names each choice) "
+                        "(default: percentile)")
     q.add_argument("--percentile", type=float, default=99.99, help="the percentile for --calibration percentile")
     q.add_argument("--activation-dtype", choices=("uint8", "int8"),
                    help="activation type: uint8 asymmetric or int8 symmetric (default: the target's; x86 VNNI "

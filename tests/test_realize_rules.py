@@ -279,3 +279,99 @@ def test_a_lookup_table_replaces_the_float_function():
         bb.emit_func_output(out)
     _, _, ops = count_ops(Realize()(bb.get()))
     assert "relax.sigmoid" not in ops["float"] and ops["integer"]["relax.take"] == 1
+
+
+def hardswish(x):
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+def ops_after_realize(build, inputs: dict) -> dict:
+    bb = relax.BlockBuilder()
+    params = [relax.Var(name, relax.TensorType(v.shape, str(v.dtype))) for name, v in inputs.items()]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *params))
+        bb.emit_func_output(out)
+    return count_ops(Realize()(bb.get()))[2]
+
+
+def _hardswish_graph(bb, xv):
+    """hardswish as onnx's importer writes it, with the quantize/dequantize pairs calibration puts between ops:
+    x · clip(x + 3, 0, 6) / 6."""
+    x = dq(xv, 0.05, 128)
+    shifted = q(bb.emit(R.add(x, const(3.0, "float32"))), 0.05, 68, "uint8")
+    clipped = q(bb.emit(R.clip(dq(shifted, 0.05, 68), 0, 6)), 0.05, 68, "uint8")
+    gate = q(bb.emit(R.divide(dq(clipped, 0.05, 68), const(6.0, "float32"))), 1 / 255, 0, "uint8")
+    return q(bb.emit(R.multiply(x, dq(gate, 1 / 255, 0))), 0.0264, 14, "uint8")
+
+
+def _silu_graph(bb, xv):
+    x = dq(xv, 0.05, 128)
+    gate = q(bb.emit(R.sigmoid(x)), 1 / 255, 0, "uint8")
+    return q(bb.emit(R.multiply(x, dq(gate, 1 / 255, 0))), 0.026, 11, "uint8")
+
+
+@pytest.mark.parametrize("graph, function, out_params", [
+    (_hardswish_graph, hardswish, (0.0264, 14)),
+    (_silu_graph, lambda x: x / (1 + np.exp(-x)), (0.026, 11)),
+], ids=["hardswish", "silu"])
+def test_a_function_built_from_one_tensor_is_one_table_within_one_step_of_the_float_function(graph, function,
+                                                                                             out_params):
+    codes = np.arange(256).astype("uint8").reshape(1, -1)
+    got = realize_and_run(graph, {"x": codes})
+    real = function((codes.astype(np.float64) - 128) * 0.05)
+    expected = np.clip(np.round(real / out_params[0]) + out_params[1], 0, 255)
+    assert np.abs(got.astype(np.int64) - expected).max() <= 1
+    ops = ops_after_realize(graph, {"x": codes})
+    assert ops["integer"].get("relax.take") == 1, ops  # the steps composed into one lookup
+    assert not {"relax.multiply", "relax.divide", "relax.sigmoid"} & set(ops["float"]), ops
+
+
+def test_mul_of_two_quantized_tensors_broadcasts_a_gate_and_is_exact():
+    """Squeeze-excite: a feature map times a per-channel gate, both 8-bit."""
+    x = RNG.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)
+    gate = RNG.integers(0, 256, (1, 4, 1, 1)).astype(np.uint8)
+
+    def build(bb, xv, gv):
+        return q(bb.emit(R.multiply(dq(xv, 0.04, 30), dq(gv, 1 / 255, 0))), 0.035, 25, "uint8")
+
+    got = realize_and_run(build, {"x": x, "g": gate})
+    m = np.float32(np.float64(np.float32(0.04)) * np.float64(np.float32(1 / 255)) / np.float64(np.float32(0.035)))
+    product = (x.astype(np.float32) - 30) * gate.astype(np.float32) * m
+    np.testing.assert_array_equal(got, np.clip(np.floor(product + np.float32(0.5)) + 25, 0, 255))
+    real = (x.astype(np.float64) - 30) * 0.04 * gate / 255
+    assert np.abs(got - np.clip(np.round(real / 0.035) + 25, 0, 255)).max() <= 1
+
+
+def test_sub_of_two_quantized_tensors_is_exact():
+    a = RNG.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)
+    b = RNG.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)
+
+    def build(bb, av, bv):
+        return q(bb.emit(R.subtract(dq(av, 0.02, 10), dq(bv, 0.05, 200))), 0.06, 128, "uint8")
+
+    got = realize_and_run(build, {"a": a, "b": b})
+    real = (a.astype(np.float64) - 10) * 0.02 - (b.astype(np.float64) - 200) * 0.05
+    assert np.abs(got - np.clip(np.round(real / 0.06) + 128, 0, 255)).max() <= 1
+
+
+def test_a_batch_norm_no_conv_absorbs_is_one_per_channel_rescale_of_the_codes():
+    """Pre-activation nets (DenseNet) normalize a concat's output before any conv; the importer writes it as
+    (x − mean) / σ · γ + β, four ops with per-channel constants: one rescale, one rounding."""
+    x = RNG.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)
+    mean, sigma, gamma, beta = (RNG.uniform(lo, hi, (4, 1, 1)).astype(np.float32)
+                                for lo, hi in ((-1, 1), (0.5, 2), (0.5, 2), (-1, 1)))
+    steps = [(R.subtract, mean, (0.03, 130)), (R.divide, sigma, (0.06, 128)), (R.multiply, gamma, (0.1, 120)),
+             (R.add, beta, (0.1, 100))]
+
+    def build(bb, xv):
+        y, params = xv, (0.03, 100)
+        for op, c, out in steps:
+            y, params = q(bb.emit(op(dq(y, *params), const(c, "float32"))), *out, "uint8"), out
+        return y
+
+    got = realize_and_run(build, {"x": x})
+    real = ((x.astype(np.float64) - 100) * 0.03 - mean) / sigma * gamma + beta
+    assert np.abs(got - np.clip(np.round(real / 0.1) + 100, 0, 255)).max() <= 1
+    ops = ops_after_realize(build, {"x": x})
+    assert ops["float"]["relax.floor"] == 1, ops  # one rounding: the four steps are one rescale

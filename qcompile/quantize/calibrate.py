@@ -7,8 +7,10 @@ import dataclasses
 import numpy as np
 
 from ..errors import QcompileError
+from .qparams import activation_params
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = ("minmax", "percentile", "entropy", "mse", "adaptive")
+RANGE_METHODS = METHODS[:-1]  # what "adaptive" chooses among, per tensor
 BINS = 2048
 
 
@@ -25,15 +27,18 @@ class CalibrationConfig:
 
 
 class TensorStats:
-    """Running min/max and a histogram of |x| whose range doubles as larger values arrive.
+    """Running min/max and a histogram of |x| (and of the negative values' |x|) whose range doubles as larger
+    values arrive.
 
-    Memory is constant in the number of samples: BINS counts per tensor, whatever the data.
+    Memory is constant in the number of samples: 2 × BINS counts per tensor, whatever the data.
     """
 
     def __init__(self):
         self.min = np.inf
         self.max = -np.inf
         self.hist = np.zeros(BINS, dtype=np.int64)
+        self.negative = np.zeros(BINS, dtype=np.int64)  # the same bins, counting only the negative values
+        self.zeros = 0  # exact zeros (ReLU outputs), which quantize without error
         self.limit = 0.0  # the histogram covers [0, limit]
         self.total = None  # running sum of samples (one tensor's size), for the mean bias correction needs
         self.count = 0
@@ -56,22 +61,51 @@ class TensorStats:
         if self.limit == 0.0:
             self.limit = top if top > 0 else 1e-8
         while top > self.limit:  # merge pairs of bins: exact, no re-binning of past data needed
-            self.hist = self.hist.reshape(-1, 2).sum(axis=1)
-            self.hist = np.concatenate([self.hist, np.zeros(BINS // 2, dtype=np.int64)])
+            self.hist, self.negative = (np.concatenate([h.reshape(-1, 2).sum(axis=1), np.zeros(BINS // 2, np.int64)])
+                                        for h in (self.hist, self.negative))
             self.limit *= 2
         # bin index by one multiply (np.histogram's edge search is ~3× slower on a feature map)
         bins = np.minimum((magnitude * np.float32(BINS / self.limit)).astype(np.int32), BINS - 1)
         self.hist += np.bincount(bins, minlength=BINS)
+        self.negative += np.bincount(bins[x < 0], minlength=BINS)
+        self.zeros += int(np.count_nonzero(x == 0))
 
     @property
     def bin_width(self) -> float:
         return self.limit / BINS
 
+    def squared_error(self, lo: float, hi: float, dtype: str) -> float:
+        """The mean squared error of quantizing the values seen to `dtype` codes over [lo, hi], from the
+        histograms: values beyond the range are clipped to it, values within it rounded to the step."""
+        params = activation_params(lo, hi, dtype)
+        step, zero_point = float(params.scale), float(params.zero_point)
+        low, high = (params.qmin - zero_point) * step, (params.qmax - zero_point) * step
+        centers = (np.arange(BINS) + 0.5) * self.bin_width
+        error = 0.0
+        # within half a step of zero (which is exact) a value rounds to it; further in, the error is uniform
+        within = np.where(centers < step / 2, centers ** 2, step ** 2 / 12)
+        for counts, bound in ((self.hist - self.negative, high), (self.negative, -low)):
+            error += float(np.sum(counts * np.where(centers > bound, (centers - bound) ** 2, within)))
+        return error / max(1, int(self.hist.sum()))
 
-def choose_range(stats: TensorStats, config: CalibrationConfig, levels: int) -> tuple[float, float]:
-    """The [lo, hi] to quantize a tensor over: minmax, or [min, max] clipped to a threshold on |x|."""
+
+def choose_range(stats: TensorStats, config: CalibrationConfig, levels: int, dtype: str) -> tuple[float, float, str]:
+    """(lo, hi, method): the range to quantize a tensor over as `dtype` codes, and the method that chose it:
+    minmax, [min, max] clipped to a threshold on |x|, or ("adaptive") whichever of those ranges quantizes the
+    values seen with the least squared error (`TensorStats.squared_error`)."""
     if stats.min == np.inf:
         raise QcompileError("calibration saw no data for a quantization point")
+    if config.method == "adaptive":
+        errors = {}
+        for method in RANGE_METHODS:
+            lo, hi, _ = choose_range(stats, dataclasses.replace(config, method=method), levels, dtype)
+            errors.setdefault((lo, hi), (stats.squared_error(lo, hi, dtype), method))  # equal ranges: the first method named keeps it
+        (lo, hi), (_, method) = min(errors.items(), key=lambda item: item[1][0])
+        return lo, hi, method
+    return (*_threshold_range(stats, config, levels), config.method)
+
+
+def _threshold_range(stats: TensorStats, config: CalibrationConfig, levels: int) -> tuple[float, float]:
     if config.method == "minmax":
         return stats.min, stats.max
     if config.method == "percentile":

@@ -39,6 +39,7 @@ class Quantized:
     means: dict[str, np.ndarray]  # tensor label → its FP32 mean over the calibration samples (bias correction)
     points: list[tuple[int, str]]  # (point id, label) of each marked tensor
     per_channel: bool  # weights quantized per output channel
+    methods: dict[int, str] = dataclasses.field(default_factory=dict)  # point id → the calibration method of its range
 
 
 def anchor_names(model) -> dict:
@@ -83,19 +84,20 @@ def quantize(mod, samples: Iterable[list[np.ndarray]], config: QuantConfig, anch
         stats = collect_stats(annotated, samples, len(points), reporter, compile_host)
         if stats_cache is not None:
             stats_cache.update(zip(keys, stats))
-    ranges = {}
+    ranges, methods = {}, {}
     for (point, _), s in zip(points, stats):
         levels = 256 if config.activation_dtype == "uint8" and s.min >= 0 else 128
-        lo, hi = calibrate.choose_range(s, config.calibration, levels)
+        lo, hi, method = calibrate.choose_range(s, config.calibration, levels, config.activation_dtype)
         # tensors sharing parameters (a pass-through op's input and output) get the union of their ranges
         old_lo, old_hi = ranges.get(point, (lo, hi))
         ranges[point] = min(lo, old_lo), max(hi, old_hi)
+        methods.setdefault(point, method)
     params = {point: activation_params(lo, hi, config.activation_dtype) for point, (lo, hi) in ranges.items()}
     means = {label: s.mean for (_, label), s in zip(points, stats)}
     realized = instrument.apply(realize_pipeline(params, means, config.per_channel, config.simulate), annotated,
                                 reporter)
     return Quantized(mod=realized, annotated=annotated, params=params, means=means, points=points,
-                     per_channel=config.per_channel)
+                     per_channel=config.per_channel, methods=methods)
 
 
 def run_exposed(annotated, samples: Iterable[list[np.ndarray]], with_result: bool = False,

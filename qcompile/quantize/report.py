@@ -23,6 +23,7 @@ class PointError:
     scale: float
     zero_point: int
     dtype: str
+    method: str = ""  # the calibration method that chose its range
 
 
 @dataclasses.dataclass
@@ -57,9 +58,10 @@ class Report:
             f"- error of each quantized tensor against FP32, fake-quantized graph, {self.samples} calibration samples; "
             "worst first",
             "",
-            tabulate([(p.label, f"{p.sqnr_db:.1f}", f"{p.cosine:.5f}", f"{p.scale:.6g}", p.zero_point, p.dtype)
-                      for p in self.points],
-                     headers=["tensor (producing layer)", "SQNR dB", "cosine", "scale", "zero point", "type"],
+            tabulate([(p.label, f"{p.sqnr_db:.1f}", f"{p.cosine:.5f}", f"{p.scale:.6g}", p.zero_point, p.dtype,
+                       p.method) for p in self.points],
+                     headers=["tensor (producing layer)", "SQNR dB", "cosine", "scale", "zero point", "type",
+                              "range by"],
                      tablefmt="github"),
             "",
         ]
@@ -86,7 +88,7 @@ def build_report(quantized: Quantized, samples: list, compile_host=None) -> Repo
     for (point, label), row in zip(quantized.points, sums):
         p = quantized.params[point]
         points.append(PointError(label, *_sqnr_cosine(*row), scale=float(p.scale), zero_point=int(p.zero_point),
-                                 dtype=p.dtype))
+                                 dtype=p.dtype, method=quantized.methods.get(point, "")))
     points.sort(key=lambda p: p.sqnr_db)
     integer_anchors, float_anchors, by_dtype = count_ops(quantized.mod)
     return Report(points, integer_anchors, float_anchors, by_dtype, len(samples),

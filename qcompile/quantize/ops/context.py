@@ -13,6 +13,48 @@ from tvm.relax import op as R
 from ..qparams import QuantParams
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Table:
+    """8-bit codes that are a function of another tensor's 8-bit codes, `source` (with `params`): the code for
+    source code c is values[c - params.qmin]. Every tensor is one of itself (the identity table); a table of a
+    table is a table of the first source, so chains of elementwise functions of one tensor become one lookup."""
+
+    source: relax.Expr
+    params: QuantParams
+    values: np.ndarray  # one entry per source code
+
+    def real(self, params: QuantParams) -> np.ndarray:
+        """The real value each source code stands for after the function, whose codes have `params`."""
+        return (self.values.astype(np.float64) - float(params.zero_point)) * float(params.scale)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Affine:
+    """Codes that stand for factor · source + constant in real values (factor and constant broadcast against the
+    source: a per-channel scale and shift), so that a chain of such ops (batch norm that no conv absorbs:
+    − mean, ÷ σ, · γ, + β) is one rescale of the first source."""
+
+    source: "QInput"
+    factor: np.ndarray
+    constant: np.ndarray
+
+    def then(self, function, c: np.ndarray, constant_first: bool) -> "Affine | None":
+        """This followed by `function` (add, sub, mul, div) with the constant `c` (its first operand if
+        `constant_first`); None where the result is not affine in the source (c / x)."""
+        import operator
+
+        f, g = self.factor, self.constant
+        if function is operator.add:
+            return Affine(self.source, f, g + c)
+        if function is operator.sub:
+            return Affine(self.source, -f, c - g) if constant_first else Affine(self.source, f, g - c)
+        if function is operator.mul:
+            return Affine(self.source, f * c, g * c)
+        if function is operator.truediv and not constant_first and np.all(c != 0):
+            return Affine(self.source, f / c, g / c)
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class QInput:
     """A quantized operand: its integers (a Relax expression), their parameters, and the values if constant."""
@@ -30,8 +72,47 @@ class QInput:
 class RealizeContext:
     """What operator rules use to emit integer code: the builder plus the shared requantize arithmetic."""
 
-    def __init__(self, builder):
+    def __init__(self, builder, lookup_binding=None):
         self.builder = builder
+        self._lookup_binding = lookup_binding or (lambda var: None)
+        self._derived: dict = {}  # emitted lookup → its Table, emitted rescale → its Affine
+
+    def _recorded(self, expr, kind):
+        while expr not in self._derived and isinstance(self._lookup_binding(expr), relax.Var):
+            expr = self._lookup_binding(expr)  # through aliases
+        found = self._derived.get(expr)
+        return found if isinstance(found, kind) else None
+
+    def table(self, x: QInput) -> Table:
+        """`x`'s codes as a table of the codes they were looked up from (the identity table if they were not)."""
+        found = self._recorded(x.q, Table)
+        return found or Table(x.q, x.params, np.arange(x.params.qmin, x.params.qmax + 1))
+
+    def affine(self, x: QInput) -> Affine:
+        """`x` as a per-channel scale and shift of the tensor it was rescaled from (of itself if it was not)."""
+        found = self._recorded(x.q, Affine)
+        return found or Affine(x, np.float64(1.0), np.float64(0.0))
+
+    def rescale(self, affine: Affine, out: QuantParams, clamp):
+        """`affine` requantized to `out`: one multiply-add of its source's codes, one rounding."""
+        result = self.rescale_sum([affine.source], out, clamp, factors=[affine.factor], constant=affine.constant)
+        self._derived[result] = affine
+        return result
+
+    def lookup(self, source: Table, real: np.ndarray, out: QuantParams, clamp=None):
+        """The codes of `real` (one value per code of `source`'s source, requantized to `out` as the integer
+        kernels round: half up, saturated, narrowed by `clamp`), as one byte gather from `source.source`."""
+        lo, hi = _clamp_bounds(out, clamp)
+        with np.errstate(over="ignore", invalid="ignore"):
+            q = np.floor(real / float(out.scale) + 0.5) + float(out.zero_point)
+        values = np.clip(np.nan_to_num(q, nan=out.zero_point, posinf=hi, neginf=lo), lo, hi).astype(out.dtype)
+        index = self.emit(R.astype(source.source, "int32"))
+        if source.params.qmin:  # int8 codes start at -128
+            index = self.emit(R.subtract(index, self.const([source.params.qmin], "int32")))
+        # every index is within the table by construction; "clip" keeps TVM from warning that "fast" is unchecked
+        result = self.emit(R.take(self.const(values, out.dtype), index, axis=0, mode="clip"))
+        self._derived[result] = Table(source.source, source.params, values)
+        return result
 
     def emit(self, expr):
         return self.builder.emit(expr)
@@ -73,28 +154,47 @@ class RealizeContext:
         scaled = self.emit(R.multiply(real, self.const(multiplier, "float32")))
         return self._round_and_saturate(scaled, 0.0, out, clamp)
 
-    def rescale_sum(self, inputs: list[QInput], out: QuantParams, clamp):
-        """Σ s_i (q_i - z_i) requantized to `out` as round(Σ m_i q_i - Σ m_i z_i) + z_out, m_i = s_i / s_out, in
-        float32 with a single rounding; the inputs' zero points fold into one constant."""
+    def rescale_sum(self, inputs: list[QInput], out: QuantParams, clamp, factors=None, constant=0.0):
+        """Σ f_i s_i (q_i - z_i) + constant requantized to `out` as round(Σ m_i q_i + offset) + z_out,
+        m_i = f_i s_i / s_out, in float32 with a single rounding; the inputs' zero points and the real `constant`
+        fold into one offset. A factor f_i (default 1) and the constant may be arrays that broadcast against the
+        inputs (a per-channel scale and shift: batch norm that no conv absorbs)."""
+        factors = [1.0] * len(inputs) if factors is None else factors
         total = None
-        offset = 0.0
-        for i in inputs:
-            m = float(np.float64(i.params.scale) / np.float64(out.scale))
-            term = R.multiply(R.astype(i.q, "float32"), self.const([m], "float32"))
+        offset = np.asarray(constant, np.float64) / np.float64(out.scale)
+        for i, factor in zip(inputs, factors):
+            m = np.asarray(factor, np.float64) * np.float64(i.params.scale) / np.float64(out.scale)
+            term = R.multiply(R.astype(i.q, "float32"), self.const(m.reshape(m.shape or (1,)), "float32"))
             total = term if total is None else R.add(total, term)
-            offset -= m * float(i.params.zero_point)
+            offset = offset - m * float(i.params.zero_point)
         return self._round_and_saturate(self.emit(total), offset, out, clamp)
 
-    def clamp(self, q, params: QuantParams, clamp):
-        lo, hi = _clamp_bounds(params, clamp)
-        return self.emit(R.clip(q, lo, hi))
+    def rescale_product(self, a: QInput, b: QInput, out: QuantParams, clamp):
+        """s_a (q_a - z_a) · s_b (q_b - z_b) requantized to `out`: the centred codes' product is exact in float32
+        (below 2**16), then one multiply by s_a s_b / s_out and one rounding."""
+        centred = [R.astype(i.q, "float32") if not int(i.params.zero_point) else
+                   R.subtract(R.astype(i.q, "float32"), self.const([float(i.params.zero_point)], "float32"))
+                   for i in (a, b)]
+        m = np.float64(a.params.scale) * np.float64(b.params.scale) / np.float64(out.scale)
+        scaled = R.multiply(R.multiply(*centred), self.const([m], "float32"))
+        return self._round_and_saturate(self.emit(scaled), 0.0, out, clamp)
+
+    def clamp(self, x: QInput, clamp):
+        """`x` narrowed to `clamp` (real bounds) on its codes; a lookup's table is narrowed instead, so that the
+        chain stays one lookup."""
+        table = self.table(x)
+        if table.source is not x.q:
+            return self.lookup(table, table.real(x.params), x.params, clamp)
+        lo, hi = _clamp_bounds(x.params, clamp)
+        return self.emit(R.clip(x.q, lo, hi))
 
     def _round_and_saturate(self, scaled, offset: float, out: QuantParams, clamp):
         """floor(scaled + offset + 0.5) (round half up) + `out`'s zero point, saturated to its range narrowed by
         `clamp`. The zero point is added after rounding, exactly, as onnxruntime does: added before, a value
         within float32's step at 255 (2**-16) of a half would round the other way."""
         lo, hi = _clamp_bounds(out, clamp)
-        rounded = R.floor(R.add(scaled, self.const([offset + 0.5], "float32")))
+        offset = np.asarray(offset, np.float64) + 0.5
+        rounded = R.floor(R.add(scaled, self.const(offset.reshape(offset.shape or (1,)), "float32")))
         if int(out.zero_point):
             rounded = R.add(rounded, self.const([float(out.zero_point)], "float32"))
         rounded = self.emit(rounded)

@@ -19,7 +19,7 @@ def _same_op(ctx, call, inputs, out, clamp, bias):
 
 def _clamp(ctx, call, inputs, out, clamp, bias):
     (x,) = inputs
-    return ctx.clamp(x.q, x.params, clamp)
+    return ctx.clamp(x, clamp)
 
 
 register(Rule(ops=("relax.reshape", "relax.permute_dims", "relax.flatten"),

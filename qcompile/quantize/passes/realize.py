@@ -20,7 +20,7 @@ class _Matcher(PyExprMutator):
 
     def __init__(self, mod):
         super().__init__(mod)
-        self.ctx = RealizeContext(self.builder_)
+        self.ctx = RealizeContext(self.builder_, self.lookup_binding)
 
     def bound(self, expr):
         return bound_value(self, expr)
