@@ -116,7 +116,8 @@ def measure(shared: Path, calibration: int, held_out: int) -> None:
                 onnxruntime_scores(path, calib_samples, samples, "input", "MinMax"),
                 "qcompile FP32": qcompile_scores(path, calib, samples, "fp32", None),
                 "qcompile INT8 (percentile)": qcompile_scores(path, calib, samples, "int8", "percentile"),
-                "qcompile INT8 (minmax)": qcompile_scores(path, calib, samples, "int8", "minmax")}
+                "qcompile INT8 (minmax)": qcompile_scores(path, calib, samples, "int8", "minmax"),
+                "qcompile INT8 (adaptive)": qcompile_scores(path, calib, samples, "int8", "adaptive")}
         realized = quantize(importer.to_relax(model, inputs), calib_samples, QuantConfig()).mod
         integer, floating, ops = count_ops(realized)
         round_trips = ops["float"]["relax.dequantize"] + ops["integer"]["relax.quantize"]
