@@ -20,12 +20,13 @@ QEMU = ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"]
 
 @pytest.fixture(scope="module")
 def mobilenet_builds(tmp_path_factory):
-    """MobileNet for rpi4 and rpi5 (with deploy kits) and for x86 with the same int8 activations, FP32 and INT8."""
+    """MobileNet for rpi4 and rpi5 (with deploy kits) and for x86 with the same int8 activations, FP32 and INT8;
+    INT8 for an i8mm CPU (arm64-i8mm)."""
     out = tmp_path_factory.mktemp("arm")
     calib = calibration_args("mobilenet", 16)
     builds = {}
-    for target in ("rpi4", "rpi5", "x86"):
-        for precision in ("fp32", "int8"):
+    for target in ("rpi4", "rpi5", "arm64-i8mm", "x86"):
+        for precision in ("fp32", "int8") if target != "arm64-i8mm" else ("int8",):
             name = f"{target}_{precision}"
             args = ["build", model_path("mobilenet"), "--target", target, "--precision", precision, "-q",
                     "-o", out / f"{name}.so", *calib]
@@ -81,6 +82,24 @@ def test_rpi5_int8_build_is_not_for_a_cortex_a72(mobilenet_builds, tmp_path):
     x = real_inputs("mobilenet", 1)[0]
     result, _ = run_under_qemu(mobilenet_builds["rpi5_int8"], "cortex-a72", x, tmp_path)
     assert result.returncode != 0
+
+
+def test_i8mm_build_computes_the_sdot_builds_outputs_bit_for_bit(mobilenet_builds, tmp_path):
+    for x in real_inputs("mobilenet", 2, start=500):
+        result, y = run_under_qemu(mobilenet_builds["arm64-i8mm_int8"], "max", x, tmp_path)  # qemu's max has i8mm
+        assert result.returncode == 0, result.stderr
+        sdot, reference = run_under_qemu(mobilenet_builds["rpi5_int8"], "cortex-a76", x, tmp_path)
+        assert sdot.returncode == 0, sdot.stderr
+        np.testing.assert_array_equal(y, reference)
+
+
+def test_i8mm_build_multiplies_with_smmla_which_a_cortex_a76_cannot_run(mobilenet_builds, tmp_path):
+    kit = mobilenet_builds["arm64-i8mm_int8"]
+    listing = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(kit / "model.so")], capture_output=True,
+                             text=True, check=True).stdout
+    assert "smmla" in listing and "sdot" not in listing
+    result, _ = run_under_qemu(kit, "cortex-a76", real_inputs("mobilenet", 1)[0], tmp_path)
+    assert result.returncode != 0  # the Pi 5's CPU has sdot, not i8mm
 
 
 def test_deploy_kit_holds_runtime_runner_and_readme(mobilenet_builds):

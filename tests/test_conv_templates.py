@@ -127,6 +127,28 @@ def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_
         assert avx2.fits(oc_tile, x_tile) and oc_blocks % oc_tile == 0 and width % x_tile == 0
 
 
+@pytest.mark.parametrize("size,stride,width,form", [
+    (3, 1, 14, intrinsics.I8MM),  # pixel pairs adjacent in memory: the 2 × 2 smmla
+    (3, 2, 14, intrinsics.I8MM_SINGLE),  # a pair 2 pixels apart is no 2 × 8 operand: the single-pixel form
+    (1, 1, 7, intrinsics.I8MM_SINGLE),  # an odd row has no pixel pairs
+], ids=["3x3", "3x3-stride2", "1x1-odd-row"])
+def test_i8mm_convs_get_the_smmla_template_whose_form_fits_their_pixels(size, stride, width, form):
+    """ARM i8mm (compiled, not run here: tests/test_arm.py runs whole models under qemu): the first of the
+    kernel class's forms that the conv's pixels fit is its default schedule, and its code multiplies with smmla."""
+    target = targets.resolve("arm64-i8mm").tvm_target()
+    data = te.placeholder((1, 4, width, width, 8), "int8", name="data")
+    weight = te.placeholder((8, 4, size, size, 1, 8, 8), "int8", name="weight")
+    acc = _conv_blocked(data, weight, (stride, stride), (size // 2,) * 4, (1, 1))
+    mod = tvm.IRModule({"main": te.create_prim_func([data, weight, acc]).with_attr("global_symbol", "main")})
+    files = conv_templates.register_files(target)
+    assert [f.tensorize for f in files[:2]] == [intrinsics.I8MM, intrinsics.I8MM_SINGLE]
+    with target:
+        chosen = next(f for f in files if conv_templates.default_schedule(mod, f) is not None)
+        assert chosen.tensorize == form
+        library = tvm.tirx.build(conv_templates.default_schedule(mod, chosen).mod, target=target)
+    assert "smmla" in library.inspect_source("asm")
+
+
 def test_a_kernel_that_is_not_a_packed_conv_gets_no_template():
     x = te.placeholder((1, 4, 14, 14, 16), "uint8", name="x")
     doubled = te.compute(x.shape, lambda *i: x(*i) * 2)

@@ -22,11 +22,13 @@ def test_x86_preset_names_this_machines_cpu():
 
 
 def test_arm_presets_cross_compile_for_aarch64():
-    for name in ("arm64", "rpi4", "rpi5", "jetson-orin"):
+    for name in ("arm64", "rpi4", "rpi5", "jetson-orin", "arm64-i8mm"):
         spec = targets.resolve(name)
         assert spec.target["mtriple"] == "aarch64-linux-gnu" and spec.cc == "aarch64-linux-gnu-g++"
     assert "+dotprod" in targets.resolve("rpi5").target["mattr"]
     assert "+dotprod" not in targets.resolve("rpi4").target["mattr"]
+    assert "+i8mm" in targets.resolve("arm64-i8mm").target["mattr"]
+    assert "+i8mm" not in targets.resolve("rpi5").target["mattr"]  # Cortex-A76: sdot, no smmla
 
 
 def test_cuda_arch_override():

@@ -224,7 +224,7 @@ def test_tune_gives_a_kernel_with_no_record_the_schedule_of_a_same_shaped_kernel
                                                                                   monkeypatch):
     model, calib, log = tuned
     # the conv's input as an earlier qcompile laid it out, NCHW4c: same parameters, other indices, no record
-    monkeypatch.setattr(pack_conv, "input_block", lambda channels, oc_block: pack_conv.IC_BLOCK)
+    monkeypatch.setattr(pack_conv, "input_block", lambda channels, oc_block, depth: depth)
     _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys)
 
 

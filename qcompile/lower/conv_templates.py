@@ -40,12 +40,16 @@ class RegisterFile:
     oc_tiles: tuple[int, ...]
     max_sums: int
     min_sums: int  # independent sums that hide the latency of an accumulating instruction
-    per_block: int
-    per_pixel: int
-    per_sum: int
+    per_block: float
+    per_pixel: float
+    per_sum: float
+    depth: int = IC_BLOCK  # input channels each output sums per instruction
+    # a matrix multiply (smmla: 2 × 2 sums of `depth` products) instead of a dot product per lane: the pixels of
+    # one instruction (2, or 1: the single-pixel form), its output channels being 2 of a block's lanes
+    matrix_pixels: int = 0
 
     def fits(self, oc_tile: int, x_tile: int) -> bool:
-        return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums
+        return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums and x_tile % max(1, self.matrix_pixels) == 0
 
     def cost(self, oc_tile: int, x_tile: int) -> float:
         """Instructions issued per sum and reduction step."""
@@ -70,7 +74,19 @@ REGISTER_FILES = {
     intrinsics.ARM_SDOT: RegisterFile(CONV_BLOCK, 4, intrinsics.ARM_SDOT, intrinsics.ARM_SDOT_LOCAL,
                                       oc_tiles=(1, 2, 3, 4, 6, 8), max_sums=24, min_sums=8, per_block=1,
                                       per_pixel=1, per_sum=1),
+    # smmla (ARM i8mm): a "sum" here is a block of 8 channels at one pixel, two registers of 2 × 2 sums; per
+    # reduction step a block's weights are 4 loads (one per channel pair), a pixel pair's input one load, and a
+    # sum takes 2 smmla. Twelve sums (24 registers) at most; 4 (8 independent smmla) hide its latency. Not timed
+    # on a board yet: qemu checks the integers only
+    intrinsics.I8MM: RegisterFile(CONV_BLOCK, 8, intrinsics.I8MM, intrinsics.I8MM, oc_tiles=(1, 2, 3, 4, 6),
+                                  max_sums=12, min_sums=4, per_block=4, per_pixel=0.5, per_sum=2, depth=8,
+                                  matrix_pixels=2),
+    # the single-pixel form (strided convs, odd rows): 4 smmla a sum, each half used; its input dup'ed
+    intrinsics.I8MM_SINGLE: RegisterFile(CONV_BLOCK, 8, intrinsics.I8MM_SINGLE, intrinsics.I8MM_SINGLE,
+                                         oc_tiles=(1, 2, 3, 4, 6), max_sums=6, min_sums=2, per_block=4,
+                                         per_pixel=2, per_sum=4, depth=8, matrix_pixels=1),
 }
+_FORMS = {intrinsics.I8MM: (intrinsics.I8MM, intrinsics.I8MM_SINGLE)}  # a kernel class with a fallback form
 
 # float convs by FMA lanes (8: AVX2, 16: AVX-512): a broadcast input times a weight vector, into a sum. Measured
 # on AVX2 (AMD Zen 3, MobileNet's and SqueezeNet's convs): tiles of 7-8 sums ran at up to 90 % of the FMA peak,
@@ -85,7 +101,9 @@ FLOAT_FILES = {
 
 def register_files(target) -> list[RegisterFile]:
     """The packed conv kernel classes `target` has templates for: its int8 dot product's, its float lanes'."""
-    files = [REGISTER_FILES.get(intrinsics.for_target(target)), FLOAT_FILES.get(intrinsics.float_lanes(target))]
+    intrinsic = intrinsics.for_target(target)
+    files = [*(REGISTER_FILES.get(form) for form in _FORMS.get(intrinsic, (intrinsic,))),
+             FLOAT_FILES.get(intrinsics.float_lanes(target))]
     return [f for f in files if f is not None]
 
 
@@ -152,7 +170,7 @@ def _conv_shape(sch, file: RegisterFile) -> tuple[int, int] | None:
     # int8: b, oc, y, x, [k lanes], ky, kx, ic/4, [4 channels, in one or two loops]; float: b, oc, y, x, [k], ic,
     # ky, kx
     extents = [int(iv.dom.extent) for iv in sch.get(conv).iter_vars]
-    if len(extents) < 8 or extents[4] != file.lanes or (file.intrinsic and math.prod(extents[8:]) != IC_BLOCK):
+    if len(extents) < 8 or extents[4] != file.lanes or (file.intrinsic and math.prod(extents[8:]) != file.depth):
         return None
     return extents[1], extents[3]
 
@@ -198,7 +216,15 @@ def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:
     init = sch.decompose_reduction(conv, ic)
     *_, init_oc, init_x, init_lane = sch.get_loops(init)
     sch.vectorize(init_lane)
-    for loop in (init_oc, init_x, oc_inner, x_inner):  # constant indices: LLVM keeps the sums in registers
+    unrolled = [init_oc, init_x, oc_inner, x_inner]  # constant indices: LLVM keeps the sums in registers
+    if file.matrix_pixels:  # the instruction's block: (pixels, 2 channels) of one pair of lanes
+        lane_pair, lane = sch.split(lane, factors=[None, 2])
+        pixel_group, pixels = sch.split(x_inner, factors=[None, file.matrix_pixels])
+        sch.reorder(pixel_group, lane_pair, pixels, lane)
+        unrolled[3:] = [pixel_group, lane_pair]
+        if file.matrix_pixels > 1:
+            lane = pixels  # tensorized from the pixel loop down
+    for loop in unrolled:
         sch.unroll(loop)
     if file.tensorize:
         sch.tensorize(lane, file.tensorize)

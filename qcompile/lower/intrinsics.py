@@ -28,6 +28,8 @@ VNNI_LOCAL = "qcompile_dot_16x4_vnni_local"  # the same, summing into a local bu
 AVX2 = "qcompile_dot_8x4_avx2_local"  # u8[4] · s8[2][8][2] → i32[8] in registers, two vpmaddwd (exact)
 ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
 ARM_SDOT_LOCAL = "qcompile_dot_4x4_sdot_local"  # the same, summing into a local buffer (registers)
+I8MM = "qcompile_mmla_2x2x8_i8mm_local"  # s8[2 pixels][8] · s8[2 lanes][8] → i32[2][2] in registers, one smmla
+I8MM_SINGLE = "qcompile_mmla_1x2x8_i8mm_local"  # s8[8] (one pixel, twice) · s8[2][8] → i32[2], one smmla
 DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
 DP4A_MIN_ARCH = 61  # __dp4a exists from sm_61 (Pascal) on
 
@@ -50,6 +52,9 @@ def for_target(target) -> str | None:
     if codegen.target_has_features("avx2", target):
         register_avx2()
         return AVX2
+    if codegen.target_has_features("i8mm", target):
+        register_i8mm()
+        return I8MM
     if codegen.target_has_features("dotprod", target):
         register_arm()
         return ARM_SDOT
@@ -58,7 +63,8 @@ def for_target(target) -> str | None:
 
 def register(intrinsic: str) -> None:
     """Register `intrinsic` (one of this module's names) with TVM, once."""
-    {VNNI: register_vnni, AVX2: register_avx2, ARM_SDOT: register_arm, DP4A: register_dp4a}[intrinsic]()
+    {VNNI: register_vnni, AVX2: register_avx2, ARM_SDOT: register_arm, DP4A: register_dp4a, I8MM: register_i8mm,
+     I8MM_SINGLE: register_i8mm}[intrinsic]()
 
 
 def float_lanes(target) -> int | None:
@@ -186,6 +192,81 @@ def register_arm() -> None:
 
     desc, impl = _dot4(4, "int8", "local", "llvm.aarch64.neon.sdot.v4i32.v16i8")
     TensorIntrin.register(ARM_SDOT_LOCAL, desc, impl, override=True)
+
+
+@functools.cache
+def register_i8mm() -> None:
+    """ARM's int8 matrix multiply (FEAT_I8MM: Neoverse V1/N2/V2, Cortex-A710 and later): smmla sums 8 products
+    into each of a 2×2 block of int32 — rows: 2 pixels' 8 input channels, columns: 2 output channels' 8 weights —
+    twice sdot's work per instruction. The sums of a register tile are [pixels][channels] in a local buffer; the
+    two pixel rows are loaded and stored as halves (LLVM keeps the 2×2 block in one register across the
+    reduction). A conv whose pixel pairs are not adjacent in memory (stride 2) or whose rows are odd takes the
+    single-pixel form: the pixel's 8 bytes in both rows, half the work of an smmla, as fast as sdot."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    smmla = "llvm.aarch64.neon.smmla.v4i32.v16i8"
+
+    @T.prim_func(s_tir=True)
+    def pair_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2, 8), "int8", offset_factor=1, strides=[T.int32(), 1])
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1, scope="local", strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            for i, j, k in T.grid(2, 2, 8):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi, vj] = C[vi, vj] + T.cast(A[vi, vk], "int32") * T.cast(B[vj, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def pair_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2, 8), "int8", offset_factor=1, strides=[T.int32(), 1])
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1, scope="local", strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            block = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(smmla),
+                T.vectorcombine("int32x4", C.vload([0, 0], "int32x2"), C.vload([1, 0], "int32x2")),
+                T.vectorcombine("int8x16", A.vload([0, 0], "int8x8"), A.vload([1, 0], "int8x8")),
+                B.vload([0, 0], "int8x16"), dtype="int32x4")
+            C[0, T.ramp(0, 1, 2)] = T.Shuffle([block], [0, 1])
+            C[1, T.ramp(0, 1, 2)] = T.Shuffle([block], [2, 3])
+
+    @T.prim_func(s_tir=True)
+    def single_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:2], A[0:8], B[0:2, 0:8])
+            T.writes(C[0:2])
+            for j, k in T.grid(2, 8):
+                with T.sblock("update"):
+                    vj, vk = T.axis.remap("SR", [j, k])
+                    C[vj] = C[vj] + T.cast(A[vk], "int32") * T.cast(B[vj, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def single_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:2], A[0:8], B[0:2, 0:8])
+            T.writes(C[0:2])
+            sums = C.vload([0], "int32x2")
+            pixel = A.vload([0], "int8x8")
+            block = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(smmla), T.vectorcombine("int32x4", sums, sums),
+                T.vectorcombine("int8x16", pixel, pixel),
+                B.vload([0, 0], "int8x16"), dtype="int32x4")
+            C[T.ramp(0, 1, 2)] = T.Shuffle([block], [0, 1])
+
+    TensorIntrin.register(I8MM, pair_desc, pair_impl, override=True)
+    TensorIntrin.register(I8MM_SINGLE, single_desc, single_impl, override=True)
 
 
 def _dot4(lanes: int, input_dtype: str, scope: str, instruction: str):

@@ -9,7 +9,7 @@ import tvm
 
 from ..targets import TargetSpec
 from . import intrinsics
-from .kernels import OUTPUT_LANES, WEIGHT_GROUPS
+from .kernels import DEPTH, IC_BLOCK, OUTPUT_LANES, WEIGHT_GROUPS
 
 
 def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
@@ -39,7 +39,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
             *([ConvTransposeAsConv()] if float_block is not None else []),
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
             PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
-                     weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block),
+                     weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block,
+                     depth=DEPTH.get(intrinsic, IC_BLOCK)),
             BlockedEpilogue(),  # requantize chains, residual adds, concats and max pools into the blocked layout
             DropRepack(),  # an unpack followed by a pack: removed, or one re-blocking kernel
         ]

@@ -38,10 +38,10 @@ class _Pack(PyExprMutator):
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            block = input_block(kernel.shape[1], out_block)
+            block = input_block(kernel.shape[1], out_block, config.depth if integer else IC_BLOCK)
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             if integer:
-                weights = relax.const(pack_kernel(kernel, out_block, config.weight_groups))
+                weights = relax.const(pack_kernel(kernel, out_block, config.weight_groups, config.depth))
                 acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
             else:
                 weights = relax.const(pack_float_kernel(kernel, out_block, block))
@@ -57,22 +57,22 @@ class _Pack(PyExprMutator):
         return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
 
 
-def input_block(in_channels: int, oc_block: int) -> int:
+def input_block(in_channels: int, oc_block: int, depth: int = IC_BLOCK) -> int:
     """Channels per block of a packed conv's input: the convs' output block where the channels fill such blocks,
     so that one conv's blocked output is the next one's input as it is (no re-blocking kernel between them),
-    else the dot product's 4."""
-    return oc_block if in_channels % oc_block == 0 and oc_block % IC_BLOCK == 0 else IC_BLOCK
+    else the `depth` channels one dot-product lane sums."""
+    return oc_block if in_channels % oc_block == 0 and oc_block % depth == 0 else depth
 
 
-def pack_kernel(kernel: np.ndarray, oc_block: int, groups: int = 1) -> np.ndarray:
-    """OIHW int8 → [O/oc_block, I/4, H, W, groups, oc_block, 4/groups], zero-padded: one dot-product operand per
-    (o, i) block, its 4 input channels interleaved in `groups` sets (kernels.WEIGHT_GROUPS): with 2, channels
-    0 and 2, then 1 and 3."""
+def pack_kernel(kernel: np.ndarray, oc_block: int, groups: int = 1, depth: int = IC_BLOCK) -> np.ndarray:
+    """OIHW int8 → [O/oc_block, I/depth, H, W, groups, oc_block, depth/groups], zero-padded: one dot-product
+    operand per (o, i) block, the `depth` input channels each output lane sums (4; i8mm's smmla: 8) interleaved
+    in `groups` sets (kernels.WEIGHT_GROUPS): with 2, channels 0 and 2, then 1 and 3."""
     out_channels, in_channels, kh, kw = kernel.shape
-    padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, IC_BLOCK), kh, kw), np.int8)
+    padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, depth), kh, kw), np.int8)
     padded[:out_channels, :in_channels] = kernel
-    o, i = padded.shape[0] // oc_block, padded.shape[1] // IC_BLOCK
-    per = IC_BLOCK // groups
+    o, i = padded.shape[0] // oc_block, padded.shape[1] // depth
+    per = depth // groups
     blocked = padded.reshape(o, oc_block, i, per, groups, kh, kw).transpose(0, 2, 5, 6, 4, 1, 3)
     return np.ascontiguousarray(blocked)
 
@@ -122,11 +122,13 @@ def _window(data, kernel_hw, strides, padding, dilation):
 def _conv_blocked(data, kernel, strides, padding, dilation):
     """TOPI's conv2d_NCHWc_int8 compute, without its `schedule_rule` tag (MetaSchedule has no rule of that name
     on CPUs and warns once per candidate batch, while its generic rules, with the intrinsic, do the work), and
-    with an input in blocks of any multiple of 4 channels: the reduction runs over groups of 4 input channels
-    whichever block holds them, so the loop nest, and the tensorized inner block, are those of NCHW4c."""
+    with an input in blocks of any multiple of the depth (4 channels; i8mm: 8): the reduction runs over groups of
+    `depth` input channels whichever block holds them, so the loop nest, and the tensorized inner block, are
+    those of NCHW[depth]c."""
     n = data.shape[0]
     oc_chunks, ic_chunks, kh, kw, weight_groups, oc_block, per = kernel.shape
-    groups = int(data.shape[-1]) // IC_BLOCK  # groups of 4 input channels in one block of the input
+    depth = int(weight_groups) * int(per)
+    groups = int(data.shape[-1]) // depth  # groups of `depth` input channels in one block of the input
     data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
     ic, ry, rx = te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     if int(weight_groups) > 1:  # the 4 channels interleaved in sets (AVX2's pairs): one reduction axis per level
@@ -134,16 +136,16 @@ def _conv_blocked(data, kernel, strides, padding, dilation):
         return te.compute(
             (n, oc_chunks, out_h, out_w, oc_block),
             lambda b, oc, y, x, ob: te.sum(
-                data[b, ic // groups, *at(y, x, ry, rx), ic % groups * IC_BLOCK + rc * weight_groups + rg]
+                data[b, ic // groups, *at(y, x, ry, rx), ic % groups * depth + rc * weight_groups + rg]
                 .astype("int32")
                 * kernel[oc, ic, ry, rx, rg, ob, rc].astype("int32"),
                 axis=[ry, rx, ic, rg, rc]),
             name=CONV_BLOCK)
-    rc = te.reduce_axis((0, IC_BLOCK), "rc")
+    rc = te.reduce_axis((0, depth), "rc")
     return te.compute(
         (n, oc_chunks, out_h, out_w, oc_block),
         lambda b, oc, y, x, ob: te.sum(
-            data[b, ic // groups, *at(y, x, ry, rx), ic % groups * IC_BLOCK + rc].astype("int32")
+            data[b, ic // groups, *at(y, x, ry, rx), ic % groups * depth + rc].astype("int32")
             * kernel[oc, ic, ry, rx, 0, ob, rc].astype("int32"),
             axis=[ry, rx, ic, rc]),
         name=CONV_BLOCK)
@@ -201,12 +203,13 @@ def _round_up(value: int, multiple: int) -> int:
 @tvm.transform.module_pass(opt_level=0, name="qcompile.PackConv")
 class PackConv:
     """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
-    with weights packed [O/k, I/4, H, W, 1, k, 4], k = `oc_block` output channels per dot-product instruction
-    (16 for VNNI, 8 for AVX2, 4 for sdot; AVX2's [O/k, I/4, H, W, 2, k, 2]: `weight_groups`), and its output in
-    NCHW[k]c. In that layout the innermost block is exactly the tensor intrinsic's operands, so the conv can be
-    tensorized (the default template, MetaSchedule); plain NCHW cannot be tensorized. The
-    input is NCHW[k]c too where the channels fill k-blocks (each 4 bytes of a block are one dot-product operand),
-    so that a conv's output feeds the next conv without a re-blocking kernel; else NCHW4c.
+    with weights packed [O/k, I/d, H, W, 1, k, d], k = `oc_block` output channels per block (16 for VNNI, 8 for
+    AVX2 and i8mm, 4 for sdot), d = `depth` input channels an output lane sums per instruction (4; i8mm's smmla 8;
+    AVX2's [O/k, I/4, H, W, 2, k, 2]: `weight_groups`), and its output in NCHW[k]c. In that layout the innermost
+    block is exactly the tensor intrinsic's operands, so the conv can be tensorized (the default template,
+    MetaSchedule); plain NCHW cannot be tensorized. The input is NCHW[k]c too where the channels fill k-blocks
+    (each d bytes of a block are one dot-product operand), so that a conv's output feeds the next conv without a
+    re-blocking kernel; else NCHW[d]c.
 
     With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
     int32 sums); other grouped convs stay. With `float_block`, float convs (constant weights) and depthwise convs
@@ -214,9 +217,9 @@ class PackConv:
     one FMA adds one input value times k output channels' weights. Either kind may be None (left as it is)."""
 
     def __init__(self, oc_block: int | None, depthwise_block: int | None = None, weight_groups: int = 1,
-                 float_block: int | None = None):
+                 float_block: int | None = None, depth: int = IC_BLOCK):
         self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
-        self.float_block = float_block
+        self.float_block, self.depth = float_block, depth
 
     def transform_module(self, mod, ctx):
         return rewrite_main(_Pack(mod, self), mod)
