@@ -230,7 +230,7 @@ def test_activations_stay_blocked_from_conv_to_conv(name, blocks, tmp_path):
     # one unpack its output
     from qcompile.lower.kernels import DEPTHWISE_BLOCK, PACK, UNPACK, is_kernel
 
-    assert sum(is_kernel(k, PACK) for k in kernels) == 1
+    assert sum(PACK in k for k in kernels) == 1  # alone, or fused with the input's quantize
     assert sum(is_kernel(k, UNPACK) for k in kernels) == 1
     assert name != "depthwise" or any(DEPTHWISE_BLOCK in k for k in kernels)
     # blocked pooling has a fixed schedule: no tuning record is needed for it to be fast

@@ -79,6 +79,43 @@ def test_matmul_as_conv_rewrites_an_integer_matmul_against_constant_weights_as_a
     tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
 
 
+def test_matmul_as_conv_moves_the_epilogue_before_the_transposes_where_it_fuses_into_the_conv():
+    # dynamic quantization's dequantize: a per-column zero-point correction, then the per-row scales
+    offset = np.arange(6, dtype=np.int32).reshape(1, 6)
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 4), "uint8"), rows: R.Tensor((2, 1), "float32")) -> R.Tensor((2, 6), "float32"):
+            with R.dataflow():
+                y = R.matmul(x, R.const(WEIGHT), out_dtype="int32")
+                z = R.add(y, R.const(offset))
+                f = R.astype(z, "float32")
+                g = R.multiply(f, rows)
+                R.output(g)
+            return g
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((2, 4), "uint8"), rows: R.Tensor((2, 1), "float32")) -> R.Tensor((2, 6), "float32"):
+            with R.dataflow():
+                rows_last = R.permute_dims(R.reshape(x, [2, 4]), [1, 0])
+                image = R.reshape(rows_last, [1, 4, 1, 2])
+                acc = R.nn.conv2d(image, R.const(np.ascontiguousarray(WEIGHT.T).reshape(6, 4, 1, 1)),
+                                  out_dtype="int32")
+                z = R.add(acc, R.const(offset.reshape(1, 6, 1, 1)))
+                f = R.astype(z, "float32")
+                per_row = R.reshape(rows, [1, 1, 1, 2])
+                g = R.multiply(f, per_row)
+                columns_last = R.permute_dims(R.reshape(g, [6, 2]), [1, 0])
+                out = R.reshape(columns_last, [2, 6])
+                R.output(out)
+            return out
+
+    tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
+
+
 def test_matmul_as_conv_makes_a_gemv_one_pixel():
     @I.ir_module
     class Before:

@@ -8,13 +8,16 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
-from ...ir import constant_value, op_name, rewrite_main
+from ...ir import constant_value, op_name, rewrite_main, static_shape
 from ..kernels import UNPACK
 from .pack_conv import unpack, unpacked
 
 _UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype),
           "relax.clip": lambda x, call: R.clip(x, call.args[1], call.args[2]),
-          "relax.nn.relu": lambda x, call: R.nn.relu(x), "relax.floor": lambda x, call: R.floor(x)}
+          "relax.nn.relu": lambda x, call: R.nn.relu(x), "relax.floor": lambda x, call: R.floor(x),
+          # float activations after a float conv or a dequantized matmul (FastMath expands them later)
+          "relax.nn.gelu": lambda x, call: R.nn.gelu(x), "relax.sigmoid": lambda x, call: R.sigmoid(x),
+          "relax.tanh": lambda x, call: R.tanh(x)}
 _BINARY = {"relax.add": R.add, "relax.subtract": R.subtract, "relax.multiply": R.multiply,
            "relax.right_shift": R.right_shift, "relax.left_shift": R.left_shift, "relax.maximum": R.maximum,
            "relax.minimum": R.minimum}
@@ -70,14 +73,20 @@ class _Sink(PyExprMutator):
         return self._unpack(pooled, channels)
 
     def _operand(self, arg, args):
-        """(blocked tensor, channels) for an unpacked one, a constant packed to match, or None: not movable."""
+        """(blocked tensor, channels) for an unpacked one, a constant packed to match, a tensor the same for every
+        channel ([1, 1, H, W]: dynamic quantization's row scales) with a unit block axis, or None: not movable."""
         packed = self._packed(arg)
         if packed is not None:
             return packed
         value = constant_value(arg)
         other = next((self._packed(a) for a in args[:2] if a is not arg and self._packed(a) is not None), None)
-        if value is None or other is None:
+        if other is None:
             return None
+        if value is None:
+            shape = static_shape(arg)
+            if shape is None or len(shape) != 4 or shape[:2] != [1, 1]:
+                return None
+            return self.builder_.emit(R.reshape(arg, [*shape, 1]))
         return _pack_constant(value, other[0], other[1])
 
     def _packed(self, expr):
@@ -103,7 +112,8 @@ def _pack_constant(value: np.ndarray, blocked, channels: int):
 @tvm.transform.module_pass(opt_level=0, name="qcompile.BlockedEpilogue")
 class BlockedEpilogue:
     """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts, floor,
-    casts, clip) with scalar or per-channel constants, repeatedly: a packed conv's requantize chain then runs in
+    casts, clip, float activations) with scalar or per-channel constants or tensors the same for every channel
+    (per-row scales), repeatedly: a packed conv's requantize chain then runs in
     the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
     result is left instead of an int32 unpack and a separate requantize kernel.
 
