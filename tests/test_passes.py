@@ -116,6 +116,42 @@ def test_matmul_as_conv_moves_the_epilogue_before_the_transposes_where_it_fuses_
     tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
 
 
+def test_matmul_as_conv_feeds_a_matmul_of_a_matmuls_looked_up_result_in_the_conv_layout():
+    # a feed-forward block: layer 1, an 8-bit function as a table (GELU's), layer 2, with no transposes between
+    table = np.arange(256, dtype=np.uint8)[::-1].copy()
+    second = np.arange(-9, 9, dtype=np.int8).reshape(6, 3)
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 4), "uint8")) -> R.Tensor((2, 3), "int32"):
+            with R.dataflow():
+                y = R.matmul(x, R.const(WEIGHT), out_dtype="int32")
+                t = R.take(R.const(table), y, axis=0, mode="clip")
+                z = R.matmul(t, R.const(second), out_dtype="int32")
+                R.output(z)
+            return z
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((2, 4), "uint8")) -> R.Tensor((2, 3), "int32"):
+            with R.dataflow():
+                rows_last = R.permute_dims(R.reshape(x, [2, 4]), [1, 0])
+                image = R.reshape(rows_last, [1, 4, 1, 2])
+                acc = R.nn.conv2d(image, R.const(np.ascontiguousarray(WEIGHT.T).reshape(6, 4, 1, 1)),
+                                  out_dtype="int32")
+                t = R.take(R.const(table), acc, axis=0, mode="clip")
+                acc2 = R.nn.conv2d(t, R.const(np.ascontiguousarray(second.T).reshape(3, 6, 1, 1)),
+                                   out_dtype="int32")
+                columns_last = R.permute_dims(R.reshape(acc2, [3, 2]), [1, 0])
+                z = R.reshape(columns_last, [2, 3])
+                R.output(z)
+            return z
+
+    tvm.ir.assert_structural_equal(MatmulAsConv()(Before), Expected)
+
+
 def test_matmul_as_conv_makes_a_gemv_one_pixel():
     @I.ir_module
     class Before:

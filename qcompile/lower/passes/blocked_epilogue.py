@@ -10,6 +10,7 @@ from tvm.relax import op as R
 
 from ...ir import constant_value, op_name, rewrite_main, static_shape
 from ..kernels import UNPACK
+from .matmul_as_conv import is_lookup
 from .pack_conv import unpack, unpacked
 
 _UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype),
@@ -37,6 +38,12 @@ class _Sink(PyExprMutator):
             if packed is None:
                 return call
             return self._unpack(self.builder_.emit(_UNARY[name](packed[0], call)), packed[1])
+        if name == "relax.take" and is_lookup(call):  # an 8-bit function's table, elementwise on the index
+            packed = self._packed(call.args[1])
+            if packed is None:
+                return call
+            looked_up = self.builder_.emit(R.take(call.args[0], packed[0], axis=0, mode=call.attrs.mode))
+            return self._unpack(looked_up, packed[1])
         if name not in _BINARY:
             return call
         operands = [self._operand(a, call.args) for a in call.args[:2]]
@@ -112,7 +119,7 @@ def _pack_constant(value: np.ndarray, blocked, channels: int):
 @tvm.transform.module_pass(opt_level=0, name="qcompile.BlockedEpilogue")
 class BlockedEpilogue:
     """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts, floor,
-    casts, clip, float activations) with scalar or per-channel constants or tensors the same for every channel
+    casts, clip, float activations, 8-bit lookup tables) with scalar or per-channel constants or tensors the same for every channel
     (per-row scales), repeatedly: a packed conv's requantize chain then runs in
     the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
     result is left instead of an int32 unpack and a separate requantize kernel.

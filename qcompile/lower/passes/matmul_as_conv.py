@@ -46,7 +46,10 @@ class _AsConv(PyExprMutator):
         rows, columns = int(np.prod(lead)), kernel.shape[1]
         filters = relax.const(np.ascontiguousarray(kernel.T).reshape(columns, -1, 1, 1))
         acc_dtype = "int32" if integer else "float32"
-        if rows == 1:  # a GEMV: one pixel of `depth` channels (the kernels its tuning records were made for)
+        previous = self._viewed(data)
+        if previous is not None and previous[1:] == (rows, depth):  # another matmul's result: its conv layout
+            image = previous[0]
+        elif rows == 1:  # a GEMV: one pixel of `depth` channels (the kernels its tuning records were made for)
             image = self.builder_.emit(R.reshape(data, [1, depth, 1, 1]))
         else:  # the rows as a 1 × rows image: the weights are then read once per tile of rows, not once per row
             rows_last = self.builder_.emit(R.permute_dims(R.reshape(data, [rows, depth]), [1, 0]))
@@ -66,6 +69,13 @@ class _AsConv(PyExprMutator):
         per-column constant or a per-row tensor (dynamic quantization's row scales) as its other operand: the
         same op in the conv's layout, before the transposes, where `BlockedEpilogue` then fuses it into the conv."""
         name = op_name(call)
+        if name == "relax.take" and is_lookup(call):  # an 8-bit function's table: elementwise on the index
+            table = call.args[0]
+            viewed = self._viewed(call.args[1])
+            if viewed is None:
+                return None
+            looked_up = self.builder_.emit(R.take(table, viewed[0], axis=0, mode=call.attrs.mode))
+            return self._view(looked_up, *viewed[1:], static_shape(call))
         shape = static_shape(call) if name in _UNARY or name in _BINARY or name == "relax.reshape" else None
         if shape is None:
             return None
@@ -109,6 +119,12 @@ class _AsConv(PyExprMutator):
         return self.builder_.emit(R.reshape(operand, [1, 1, 1, rows]))
 
 
+def is_lookup(call) -> bool:
+    """take(constant 1-D table, index, axis=0): a lookup table (`quantize/ops/lookup_table.py`)."""
+    table = constant_value(call.args[0])
+    return table is not None and table.ndim == 1 and int(call.attrs.axis) == 0 and static_shape(call) is not None
+
+
 @tvm.transform.module_pass(opt_level=0, name="qcompile.MatmulAsConv")
 class MatmulAsConv:
     """Rewrite `matmul(x, W)` (x: [..., M, K] int8/uint8, W: constant [K, N] int8, int32 result; with `floats`,
@@ -121,10 +137,11 @@ class MatmulAsConv:
     it takes the packed path of the convs: weights in the dot-product instruction's blocks, read in order, the
     default or tuned register-tile schedule; the transposes become the pack and unpack kernels' layout change.
 
-    The elementwise ops after it (requantize, dequantize with per-row scales, a float activation) are moved before
-    the transposes, onto the conv's result, where `BlockedEpilogue` and FuseOps make them the conv's epilogue: left
-    after the transposes they ran as a separate kernel over the whole float result (BERT-like int8-dynamic: 2 ms
-    of 13)."""
+    The elementwise ops after it (requantize, dequantize with per-row scales, a float activation, an 8-bit lookup
+    table) are moved before the transposes, onto the conv's result, where `BlockedEpilogue` and FuseOps make them
+    the conv's epilogue: left after the transposes they ran as a separate kernel over the whole float result
+    (BERT-like int8-dynamic: 2 ms of 13). A matmul whose input is such a result (a feed-forward block's second
+    layer) reads it in the conv layout as it is: no transposes back and forth between the two."""
 
     def __init__(self, floats: bool = False):
         self.floats = floats
