@@ -375,3 +375,29 @@ def test_a_batch_norm_no_conv_absorbs_is_one_per_channel_rescale_of_the_codes():
     assert np.abs(got - np.clip(np.round(real / 0.1) + 100, 0, 255)).max() <= 1
     ops = ops_after_realize(build, {"x": x})
     assert ops["float"]["relax.floor"] == 1, ops  # one rounding: the four steps are one rescale
+
+
+def test_an_upsampling_conv_transpose_is_an_integer_1x1_conv_and_a_pixel_shuffle_within_one_step():
+    """kernel = stride (DBNet's 2×2 stride-2 head): with a zero point, since no inserted zeros must stand for it."""
+    x = RNG.integers(0, 256, (1, 6, 4, 5)).astype(np.uint8)
+    wq = RNG.integers(-127, 128, (6, 3, 2, 2)).astype(np.int8)  # IOHW
+    s_w = RNG.uniform(0.005, 0.02, 3).astype(np.float32)
+    bias = RNG.normal(0, 0.3, 3).astype(np.float32)
+    s_x, z_x, s_o, z_o = 0.03, 117, 0.05, 60
+
+    def build(bb, xv):
+        y = bb.emit(R.nn.conv2d_transpose(dq(xv, s_x, z_x), dq(const(wq, "int8"), s_w, np.zeros(3), axis=1),
+                                          strides=[2, 2]))
+        y = bb.emit(R.add(y, const(bias.reshape(1, 3, 1, 1), "float32")))
+        return q(y, s_o, z_o, "uint8")
+
+    got = realize_and_run(build, {"x": x})
+    assert got.shape == (1, 3, 8, 10)
+    real = np.zeros((1, 3, 8, 10))
+    centred = (x.astype(np.float64) - z_x) * s_x
+    weights = wq.astype(np.float64) * s_w.reshape(1, 3, 1, 1)
+    for dy in range(2):
+        for dx in range(2):
+            real[:, :, dy::2, dx::2] = np.einsum("nchw,co->nohw", centred, weights[:, :, dy, dx])
+    real += bias.reshape(1, 3, 1, 1)
+    assert np.abs(got.astype(np.int64) - np.clip(np.round(real / s_o) + z_o, 0, 255)).max() <= 1
