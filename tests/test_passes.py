@@ -217,8 +217,31 @@ def test_concat_rule_reads_and_rebuilds_its_tuple_operands():
 
 
 def test_every_anchor_rule_knows_its_bias_correction_shift():
-    assert ops.anchor_ops() == {"relax.nn.conv2d", "relax.matmul"}
+    assert ops.anchor_ops() == {"relax.nn.conv2d", "relax.matmul", "relax.nn.conv2d_transpose"}
     assert all(ops.lookup(op).mean_shift is not None for op in ops.anchor_ops())
+
+
+def test_conv_transpose_rule_shift_is_the_mean_output_of_the_weight_error_on_a_constant_input():
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 3, 4, 4), "float32")) -> R.Tensor((1, 2, 8, 8), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d_transpose(x, R.const(np.zeros((3, 2, 2, 2), np.float32)), strides=[2, 2])
+                R.output(y)
+            return y
+
+    rng = np.random.default_rng(1)
+    delta = rng.standard_normal((3, 2, 2, 2))  # IOHW
+    channel_mean = rng.standard_normal(3)
+    mean = np.broadcast_to(channel_mean.reshape(1, 3, 1, 1), (1, 3, 4, 4))
+    shift = ops.lookup("relax.nn.conv2d_transpose").mean_shift(_first_call(Module), delta, mean)
+    # the transposed conv of the constant mean image, averaged over its output pixels
+    output = np.zeros((2, 8, 8))
+    for dy in range(2):
+        for dx in range(2):
+            output[:, dy::2, dx::2] = (channel_mean @ delta[:, :, dy, dx]).reshape(2, 1, 1)
+    np.testing.assert_allclose(shift, output.mean(axis=(1, 2)), rtol=1e-12)
 
 
 def test_conv_rule_shift_is_the_mean_input_through_the_weight_error():

@@ -43,6 +43,15 @@ def _realize(ctx, call, inputs, out, clamp, bias):
     return ctx.emit(R.reshape(shuffled, [n, out_channels, height * kh, width * kw]))
 
 
+def _mean_shift(call, delta, input_mean):
+    """E[conv_transpose(x, ΔW)] per output channel: every tap (dy, dx) makes an equal share of the output pixels,
+    each the input's channel means through that tap's weight error."""
+    if input_mean.ndim != 4:
+        return None
+    channel_mean = input_mean.mean(axis=(0, 2, 3))
+    return np.einsum("c,co->o", channel_mean, delta.mean(axis=(2, 3)))
+
+
 register(Rule(
     ops=("relax.nn.conv2d_transpose",),
     onnx_types=("ConvTranspose",),
@@ -50,4 +59,5 @@ register(Rule(
     activations=lambda call: [0] if _upsampling(call) else [],  # others are not marked: they stay FP32
     weights=lambda call: {1: 1},  # IOHW: per output channel
     realize=_realize,
+    mean_shift=_mean_shift,
 ))
