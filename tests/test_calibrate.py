@@ -9,11 +9,15 @@ from qcompile.quantize.qparams import activation_params
 RNG = np.random.default_rng(3)
 
 
-def _stats(draw, inputs=20) -> TensorStats:
+def _stats(values) -> TensorStats:
     stats = TensorStats()
-    for _ in range(inputs):
-        stats.update(draw().astype(np.float32))
+    for v in values:
+        stats.update(v)
     return stats
+
+
+def _draws(name, inputs):
+    return [DISTRIBUTIONS[name]().astype(np.float32) for _ in range(inputs)]
 
 
 def _error(values, lo, hi, dtype):
@@ -30,10 +34,8 @@ DISTRIBUTIONS = {
 
 @pytest.mark.parametrize("name", list(DISTRIBUTIONS))
 def test_adaptive_calibration_picks_the_method_whose_range_quantizes_the_values_best(name):
-    values = [DISTRIBUTIONS[name]().astype(np.float32) for _ in range(20)]
-    stats = TensorStats()
-    for v in values:
-        stats.update(v)
+    values = _draws(name, 20)
+    stats = _stats(values)
     levels = 256 if stats.min >= 0 else 128
     lo, hi, method = choose_range(stats, CalibrationConfig(method="adaptive"), levels, "uint8")
     assert method in RANGE_METHODS
@@ -46,10 +48,8 @@ def test_adaptive_calibration_picks_the_method_whose_range_quantizes_the_values_
 
 @pytest.mark.parametrize("name", list(DISTRIBUTIONS))
 def test_the_histogram_estimate_of_the_quantization_error_matches_the_measured_one(name):
-    values = [DISTRIBUTIONS[name]().astype(np.float32) for _ in range(5)]
-    stats = TensorStats()
-    for v in values:
-        stats.update(v)
+    values = _draws(name, 5)
+    stats = _stats(values)
     everything = np.concatenate(values)
     for lo, hi in ((stats.min, stats.max), (stats.min / 4, stats.max / 4)):  # all within; most clipped
         measured = _error(everything, lo, hi, "uint8")
@@ -57,7 +57,7 @@ def test_the_histogram_estimate_of_the_quantization_error_matches_the_measured_o
 
 
 def test_percentile_clips_an_outlier_that_minmax_keeps():
-    stats = _stats(DISTRIBUTIONS["one outlier in a narrow body"])
+    stats = _stats(_draws("one outlier in a narrow body", 20))
     assert choose_range(stats, CalibrationConfig(method="minmax"), 128, "uint8")[1] == pytest.approx(25.0)
     assert choose_range(stats, CalibrationConfig(method="percentile"), 128, "uint8")[1] < 1.0
 

@@ -28,19 +28,24 @@ def q(x, scale, zero_point, dtype):
     return R.quantize(x, const(scale, "float32"), const(zero_point, "int32"), out_dtype=dtype)
 
 
-def realize_and_run(build, inputs: dict):
-    """Build main(inputs) with `build(bb, vars)`, realize it, check no float anchor is left, run it."""
+def realized(build, inputs: dict):
+    """main(inputs), built with `build(bb, vars)`, realized."""
     bb = relax.BlockBuilder()
     params = [relax.Var(name, relax.TensorType(v.shape, str(v.dtype))) for name, v in inputs.items()]
     with bb.function("main", params):
         with bb.dataflow():
             out = bb.emit_output(build(bb, *params))
         bb.emit_func_output(out)
-    realized = Realize()(bb.get())
-    _, float_anchors, ops = count_ops(realized)
+    return Realize()(bb.get())
+
+
+def realize_and_run(build, inputs: dict):
+    """Build main(inputs) with `build(bb, vars)`, realize it, check no float anchor is left, run it."""
+    realized_mod = realized(build, inputs)
+    _, float_anchors, ops = count_ops(realized_mod)
     assert float_anchors == 0
     assert "relax.quantize" not in ops["integer"] and "relax.dequantize" not in ops["float"], ops
-    ex = tvm.compile(realized, target=tvm.target.Target({"kind": "llvm"}))
+    ex = tvm.compile(realized_mod, target=tvm.target.Target({"kind": "llvm"}))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm["main"](*[tvm.runtime.tensor(v) for v in inputs.values()]).numpy()
 
@@ -286,13 +291,7 @@ def hardswish(x):
 
 
 def ops_after_realize(build, inputs: dict) -> dict:
-    bb = relax.BlockBuilder()
-    params = [relax.Var(name, relax.TensorType(v.shape, str(v.dtype))) for name, v in inputs.items()]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(build(bb, *params))
-        bb.emit_func_output(out)
-    return count_ops(Realize()(bb.get()))[2]
+    return count_ops(realized(build, inputs))[2]
 
 
 def _hardswish_graph(bb, xv):
