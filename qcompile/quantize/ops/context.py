@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 
 import numpy as np
 from tvm import relax
@@ -41,8 +42,6 @@ class Affine:
     def then(self, function, c: np.ndarray, constant_first: bool) -> "Affine | None":
         """This followed by `function` (add, sub, mul, div) with the constant `c` (its first operand if
         `constant_first`); None where the result is not affine in the source (c / x)."""
-        import operator
-
         f, g = self.factor, self.constant
         if function is operator.add:
             return Affine(self.source, f, g + c)
@@ -77,16 +76,20 @@ class RealizeContext:
         self._lookup_binding = lookup_binding or (lambda var: None)
         self._derived: dict = {}  # emitted lookup → its Table, emitted rescale → its Affine
 
-    def _recorded(self, expr, kind):
+    def _canonical(self, expr):
+        """The variable at the end of `expr`'s aliases (`lv1 = lv`), at which a derived result is recorded."""
         while expr not in self._derived and isinstance(self._lookup_binding(expr), relax.Var):
-            expr = self._lookup_binding(expr)  # through aliases
-        found = self._derived.get(expr)
+            expr = self._lookup_binding(expr)
+        return expr
+
+    def _recorded(self, expr, kind):
+        found = self._derived.get(self._canonical(expr))
         return found if isinstance(found, kind) else None
 
     def table(self, x: QInput) -> Table:
         """`x`'s codes as a table of the codes they were looked up from (the identity table if they were not)."""
         found = self._recorded(x.q, Table)
-        return found or Table(x.q, x.params, np.arange(x.params.qmin, x.params.qmax + 1))
+        return found or Table(self._canonical(x.q), x.params, np.arange(x.params.qmin, x.params.qmax + 1))
 
     def affine(self, x: QInput) -> Affine:
         """`x` as a per-channel scale and shift of the tensor it was rescaled from (of itself if it was not)."""
@@ -182,8 +185,8 @@ class RealizeContext:
     def clamp(self, x: QInput, clamp):
         """`x` narrowed to `clamp` (real bounds) on its codes; a lookup's table is narrowed instead, so that the
         chain stays one lookup."""
-        table = self.table(x)
-        if table.source is not x.q:
+        table = self._recorded(x.q, Table)
+        if table is not None:
             return self.lookup(table, table.real(x.params), x.params, clamp)
         lo, hi = _clamp_bounds(x.params, clamp)
         return self.emit(R.clip(x.q, lo, hi))

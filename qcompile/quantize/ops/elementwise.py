@@ -44,7 +44,7 @@ def _with_constant(ctx, call, x, out, clamp):
     c = constant_value(call.args[0 if constant_first else 1]).astype(np.float64)
     function = _FUNCTIONS[call.op.name]
     affine = ctx.affine(x)
-    if c.size == 1 and affine.source is x:  # a function of x's codes alone
+    if c.size == 1 and affine.source is x:  # a function of x's codes alone (x is no rescale's result)
         table = ctx.table(x)
         real = table.real(x.params)
         with np.errstate(all="ignore"):
