@@ -132,7 +132,8 @@ def measure(shared: Path, calibration: int, held_out: int) -> None:
         for name, scores in rows.items():
             ours, theirs = scores - centre, fp32 - centre
             cos = np.sum(ours * theirs, 1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
-            print(f"| {name} | {cos.mean():.4f} / {cos.min():.4f} | {np.mean(ours.argmax(1) == theirs.argmax(1)):.3f} |")
+            agreement = np.mean(ours.argmax(1) == theirs.argmax(1))
+            print(f"| {name} | {cos.mean():.4f} / {cos.min():.4f} | {agreement:.3f} |")
         request = CompileRequest(model=path, target=targets.resolve("x86"), calib=calib)
         table = bench.run(bench.BenchConfig(compile=request, precisions=("fp32", "int8"), threads=(1,),
                                             compare_onnxruntime=True, repeat=20, warmup=3))

@@ -49,7 +49,8 @@ class RegisterFile:
     matrix_pixels: int = 0
 
     def fits(self, oc_tile: int, x_tile: int) -> bool:
-        return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums and x_tile % max(1, self.matrix_pixels) == 0
+        pixels = max(1, self.matrix_pixels)
+        return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums and x_tile % pixels == 0
 
     def cost(self, oc_tile: int, x_tile: int) -> float:
         """Instructions issued per sum and reduction step."""

@@ -81,10 +81,11 @@ class TensorStats:
         step, zero_point = float(params.scale), float(params.zero_point)
         low, high = (params.qmin - zero_point) * step, (params.qmax - zero_point) * step
         centers = (np.arange(BINS) + 0.5) * self.bin_width
-        error = 0.0
         # within half a step of zero (which is exact) a value rounds to it; further in, the error is uniform
         within = np.where(centers < step / 2, centers ** 2, step ** 2 / 12)
-        for counts, bound in ((self.hist - self.negative, high), (self.negative, -low)):
+        error, positive = 0.0, self.hist - self.negative
+        positive[0] -= self.zeros  # exact zeros: no error
+        for counts, bound in ((positive, high), (self.negative, -low)):
             error += float(np.sum(counts * np.where(centers > bound, (centers - bound) ** 2, within)))
         return error / max(1, int(self.hist.sum()))
 
@@ -99,7 +100,8 @@ def choose_range(stats: TensorStats, config: CalibrationConfig, levels: int, dty
         errors = {}
         for method in RANGE_METHODS:
             lo, hi, _ = choose_range(stats, dataclasses.replace(config, method=method), levels, dtype)
-            errors.setdefault((lo, hi), (stats.squared_error(lo, hi, dtype), method))  # equal ranges: the first method named keeps it
+            # equal ranges: the first method named keeps it
+            errors.setdefault((lo, hi), (stats.squared_error(lo, hi, dtype), method))
         (lo, hi), (_, method) = min(errors.items(), key=lambda item: item[1][0])
         return lo, hi, method
     return (*_threshold_range(stats, config, levels), config.method)

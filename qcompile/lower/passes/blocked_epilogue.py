@@ -119,8 +119,8 @@ def _pack_constant(value: np.ndarray, blocked, channels: int):
 @tvm.transform.module_pass(opt_level=0, name="qcompile.BlockedEpilogue")
 class BlockedEpilogue:
     """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts, floor,
-    casts, clip, float activations, 8-bit lookup tables) with scalar or per-channel constants or tensors the same for every channel
-    (per-row scales), repeatedly: a packed conv's requantize chain then runs in
+    casts, clip, float activations, 8-bit lookup tables) with scalar or per-channel constants or tensors the
+    same for every channel (per-row scales), repeatedly: a packed conv's requantize chain then runs in
     the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
     result is left instead of an int32 unpack and a separate requantize kernel.
 
