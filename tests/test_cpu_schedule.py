@@ -91,3 +91,22 @@ def test_a_blocked_concat_repacked_to_nchw4c_is_scheduled_source_block_by_source
     nchw = np.concatenate(parts, axis=1).transpose(0, 1, 4, 2, 3).reshape(1, 64, 5, 7)
     expected = nchw.reshape(1, 16, 4, 5, 7).transpose(0, 1, 3, 4, 2)
     np.testing.assert_array_equal(result, expected)
+
+
+def test_a_maximum_over_the_channels_of_every_position_reads_rows_of_positions_as_vectors():
+    """int8-dynamic's row maxima in a conv's [1, C, 1, rows] layout: abs, then max over C."""
+    def row_max(x):
+        magnitude = te.compute(x.shape, lambda *i: te.abs(x(*i)), name="magnitude")
+        return topi.max(magnitude, axis=1, keepdims=True)
+
+    mod, target = _scheduled(row_max, (1, 64, 1, 128))
+    script = mod["main"].script()
+    assert "T.vectorized" in script
+    x = np.random.default_rng(3).standard_normal((1, 64, 1, 128)).astype(np.float32)
+    np.testing.assert_array_equal(_run(mod, target, x, out_shape=(1, 1, 1, 128)), np.abs(x).max(axis=1, keepdims=True))
+
+
+def test_a_mean_over_the_innermost_axes_is_left_to_tuning():
+    # NCHW's global average pool: the positions reduced are the innermost ones, no vector of results to read
+    mod, _ = _scheduled(lambda x: topi.sum(x, axis=[2, 3]), (1, 64, 7, 7))
+    assert not mod["main"].attrs or not mod["main"].attrs.get("tirx.is_scheduled", False)

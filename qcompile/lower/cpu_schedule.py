@@ -43,7 +43,7 @@ class _Injective(_rule_base()):
 
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        if _blocked_pool(sch, blocks) or _blocked_depthwise(sch, blocks):
+        if _blocked_pool(sch, blocks) or _blocked_depthwise(sch, blocks) or _across_channels(sch, blocks):
             return sch
         if any(iv.iter_type != _SPATIAL for block in blocks for iv in sch.get(block).iter_vars):
             return None  # a reduction: MetaSchedule's to tune
@@ -187,6 +187,33 @@ def _blocked_depthwise(sch, blocks) -> bool:
     # channel blocks in parallel: a fused (chunk, row) loop is slower on one thread (LLVM reloads the weights)
     sch.parallel(sch.fuse(batch, chunk))
     sch.decompose_reduction(conv, ry)
+    return True
+
+
+def _across_channels(sch, blocks) -> bool:
+    """A reduction over an outer axis, one result per position of the innermost one (int8-dynamic's row maxima in
+    a conv's [1, C, 1, rows] layout): the rows as the vector loop inside the reduction, so that each step reads
+    one contiguous row of positions; in loop order it read one value every `rows` elements."""
+    reduction = sch.get(blocks[-1])
+    iters = reduction.iter_vars
+    spatial = [i for i, iv in enumerate(iters) if iv.iter_type == _SPATIAL]
+    written = {w.source for w in reduction.writes}
+    sources = [r for r in reduction.reads if r.source not in written]
+    if (len(blocks) > 2 or not iters or iters[-1].iter_type == _SPATIAL or len(sources) != 1  # a matmul reads two
+            or any(iv.iter_type != _SPATIAL for block in blocks[:-1] for iv in sch.get(block).iter_vars)
+            or not spatial or spatial != list(range(len(spatial))) or int(iters[spatial[-1]].dom.extent) < 8
+            # the input's innermost axis must be the results' (a mean over NCHW's H and W is not)
+            or not sources[0].region[-1].min.same_as(iters[spatial[-1]].var)):
+        return False
+    if len(blocks) == 2:
+        sch.compute_inline(blocks[0])  # the elementwise producer (abs) read where it is reduced
+    loops = sch.get_loops(blocks[-1])
+    inner, reduced = loops[len(spatial) - 1], loops[len(spatial):]
+    sch.reorder(*reduced, inner)
+    if int(sch.get(inner).extent) <= MAX_VECTOR_LOOP:
+        sch.vectorize(inner)
+    init = sch.decompose_reduction(blocks[-1], reduced[0])
+    sch.vectorize(sch.get_loops(init)[-1])
     return True
 
 

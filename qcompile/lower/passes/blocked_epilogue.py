@@ -10,19 +10,8 @@ from tvm.relax import op as R
 
 from ...ir import constant_value, op_name, rewrite_main, static_shape
 from ..kernels import UNPACK
-from .matmul_as_conv import is_lookup
+from .elementwise import BINARY, UNARY, is_lookup, lookup
 from .pack_conv import unpack, unpacked
-
-_UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype),
-          "relax.clip": lambda x, call: R.clip(x, call.args[1], call.args[2]),
-          "relax.nn.relu": lambda x, call: R.nn.relu(x), "relax.floor": lambda x, call: R.floor(x),
-          # float activations after a float conv or a dequantized matmul (FastMath expands them later)
-          "relax.nn.gelu": lambda x, call: R.nn.gelu(x), "relax.sigmoid": lambda x, call: R.sigmoid(x),
-          "relax.tanh": lambda x, call: R.tanh(x)}
-_BINARY = {"relax.add": R.add, "relax.subtract": R.subtract, "relax.multiply": R.multiply,
-           "relax.right_shift": R.right_shift, "relax.left_shift": R.left_shift, "relax.maximum": R.maximum,
-           "relax.minimum": R.minimum}
-
 
 @expr_functor.mutator
 class _Sink(PyExprMutator):
@@ -33,18 +22,18 @@ class _Sink(PyExprMutator):
             return self._concat(call)
         if name == "relax.nn.max_pool2d":
             return self._max_pool(call)
-        if name in _UNARY:
+        if name in UNARY:
             packed = self._packed(call.args[0])
             if packed is None:
                 return call
-            return self._unpack(self.builder_.emit(_UNARY[name](packed[0], call)), packed[1])
+            return self._unpack(self.builder_.emit(UNARY[name](packed[0], call)), packed[1])
         if name == "relax.take" and is_lookup(call):  # an 8-bit function's table, elementwise on the index
             packed = self._packed(call.args[1])
             if packed is None:
                 return call
-            looked_up = self.builder_.emit(R.take(call.args[0], packed[0], axis=0, mode=call.attrs.mode))
+            looked_up = self.builder_.emit(lookup(call, packed[0]))
             return self._unpack(looked_up, packed[1])
-        if name not in _BINARY:
+        if name not in BINARY:
             return call
         operands = [self._operand(a, call.args) for a in call.args[:2]]
         if any(o is None for o in operands) or not any(isinstance(a, tuple) for a in operands):
@@ -53,7 +42,7 @@ class _Sink(PyExprMutator):
         if any(isinstance(a, tuple) and a[1] != channels for a in operands):
             return call
         blocked = [a[0] if isinstance(a, tuple) else a for a in operands]
-        return self._unpack(self.builder_.emit(_BINARY[name](*blocked)), channels)
+        return self._unpack(self.builder_.emit(BINARY[name](*blocked)), channels)
 
     def _concat(self, call):
         """Channel concat of unpacked tensors whose channels fill their blocks: a concat of the blocks."""

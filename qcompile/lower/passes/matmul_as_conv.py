@@ -9,16 +9,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
 from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
-
-
-_UNARY = {"relax.astype": lambda x, call: R.astype(x, call.attrs.dtype), "relax.floor": lambda x, call: R.floor(x),
-          "relax.clip": lambda x, call: R.clip(x, call.args[1], call.args[2]),
-          "relax.nn.relu": lambda x, call: R.nn.relu(x),
-          # float activations after a float conv or a dequantized matmul (FastMath expands them later)
-          "relax.nn.gelu": lambda x, call: R.nn.gelu(x), "relax.sigmoid": lambda x, call: R.sigmoid(x),
-          "relax.tanh": lambda x, call: R.tanh(x)}
-_BINARY = {"relax.add": R.add, "relax.subtract": R.subtract, "relax.multiply": R.multiply, "relax.divide": R.divide,
-           "relax.maximum": R.maximum, "relax.minimum": R.minimum}
+from .elementwise import BINARY, UNARY, is_lookup, lookup
 
 
 @expr_functor.mutator
@@ -70,16 +61,21 @@ class _AsConv(PyExprMutator):
         same op in the conv's layout, before the transposes, where `BlockedEpilogue` then fuses it into the conv."""
         name = op_name(call)
         if name == "relax.take" and is_lookup(call):  # an 8-bit function's table: elementwise on the index
-            table = call.args[0]
             viewed = self._viewed(call.args[1])
             if viewed is None:
                 return None
-            looked_up = self.builder_.emit(R.take(table, viewed[0], axis=0, mode=call.attrs.mode))
+            looked_up = self.builder_.emit(lookup(call, viewed[0]))
             return self._view(looked_up, *viewed[1:], static_shape(call))
-        shape = static_shape(call) if name in _UNARY or name in _BINARY or name == "relax.reshape" else None
+        if name == "relax.max" and _over_last_axis(call):  # a row's largest value: dynamic quantization's range
+            viewed = self._viewed(call.args[0])
+            if viewed is None:
+                return None
+            row_max = self.builder_.emit(R.max(viewed[0], axis=[1], keepdims=True))  # [1, 1, 1, rows]
+            return R.reshape(row_max, static_shape(call))  # one value a row, in row order either way
+        shape = static_shape(call) if name in UNARY or name in BINARY or name == "relax.reshape" else None
         if shape is None:
             return None
-        operands = list(call.args[:1] if name in _UNARY or name == "relax.reshape" else call.args[:2])
+        operands = list(call.args[:1] if name in UNARY or name == "relax.reshape" else call.args[:2])
         viewed = [self._viewed(a) for a in operands]
         if sum(v is not None for v in viewed) != 1:
             return None
@@ -88,13 +84,13 @@ class _AsConv(PyExprMutator):
             return None
         if name == "relax.reshape":  # another view of the same values (the rows regrouped)
             return self._view(conv_layout, rows, columns, shape)
-        if name in _UNARY:
-            return self._view(self.builder_.emit(_UNARY[name](conv_layout, call)), rows, columns, shape)
+        if name in UNARY:
+            return self._view(self.builder_.emit(UNARY[name](conv_layout, call)), rows, columns, shape)
         moved = [v[0] if v is not None else self._in_conv_layout(a, rows, columns, len(shape))
                  for a, v in zip(operands, viewed)]
         if any(m is None for m in moved):
             return None
-        return self._view(self.builder_.emit(_BINARY[name](*moved)), rows, columns, shape)
+        return self._view(self.builder_.emit(BINARY[name](*moved)), rows, columns, shape)
 
     def _viewed(self, expr):
         """(the conv-layout tensor, rows, columns) if `expr` is a matmul result `_view` made, else None."""
@@ -119,10 +115,11 @@ class _AsConv(PyExprMutator):
         return self.builder_.emit(R.reshape(operand, [1, 1, 1, rows]))
 
 
-def is_lookup(call) -> bool:
-    """take(constant 1-D table, index, axis=0): a lookup table (`quantize/ops/lookup_table.py`)."""
-    table = constant_value(call.args[0])
-    return table is not None and table.ndim == 1 and int(call.attrs.axis) == 0 and static_shape(call) is not None
+def _over_last_axis(call) -> bool:
+    """A reduction over the last axis only, keeping it (one value a row)."""
+    ndim = call.args[0].ty.ndim
+    axes = [int(a) % ndim for a in call.attrs.axis] if call.attrs.axis is not None else None
+    return axes == [ndim - 1] and bool(call.attrs.keepdims) and static_shape(call) is not None
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.MatmulAsConv")
@@ -141,7 +138,8 @@ class MatmulAsConv:
     table) are moved before the transposes, onto the conv's result, where `BlockedEpilogue` and FuseOps make them
     the conv's epilogue: left after the transposes they ran as a separate kernel over the whole float result
     (BERT-like int8-dynamic: 2 ms of 13). A matmul whose input is such a result (a feed-forward block's second
-    layer) reads it in the conv layout as it is: no transposes back and forth between the two."""
+    layer, also through int8-dynamic's quantization by rows, whose row maxima are taken over the conv layout's
+    channels) reads it in the conv layout as it is: no transposes back and forth between the two."""
 
     def __init__(self, floats: bool = False):
         self.floats = floats
