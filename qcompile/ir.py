@@ -9,6 +9,7 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
+from tvm.relax import op as R
 
 def op_name(expr) -> str | None:
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
@@ -21,6 +22,14 @@ def bound_value(mutator, expr):
     `lv1 = metadata[...]`), or the expression itself."""
     while isinstance(expr, relax.Var) and mutator.lookup_binding(expr) is not None:
         expr = mutator.lookup_binding(expr)
+    return expr
+
+
+def alias_root(lookup_binding, expr):
+    """The last variable of `expr`'s aliases (`lv1 = lv`): the one bound to the call itself, which passes that
+    record what they emitted key it by. `lookup_binding`: the visiting mutator's."""
+    while isinstance(expr, relax.Var) and isinstance(lookup_binding(expr), relax.Var):
+        expr = lookup_binding(expr)
     return expr
 
 
@@ -61,6 +70,33 @@ def bias_of(call) -> tuple[relax.Expr, np.ndarray] | None:
         if value is not None and constant_value(operand) is None:
             return operand, value
     return None
+
+
+def is_upsampling_transpose(call) -> bool:
+    """Whether a conv2d_transpose's kernel equals its stride, with no padding, groups or dilation (an upsampling
+    head, DBNet's 2×2 stride-2 layers). Its windows do not overlap: output pixel (kh·y + dy, kw·x + dx) of
+    channel o is input pixel (y, x)'s dot product with tap (dy, dx) of channel o, so it is a 1×1 conv to O·kh·kw
+    channels (`pointwise_filters`) and a pixel shuffle (`pixel_shuffle`)."""
+    a = call.attrs
+    kernel = static_shape(call.args[1]) if call.args[1].ty.ndim == 4 else None
+    return (kernel is not None and int(a.groups) == 1 and a.data_layout == "NCHW" and a.kernel_layout == "IOHW"
+            and a.out_layout == "NCHW" and [int(s) for s in a.strides] == kernel[2:]
+            and not any(int(p) for p in a.padding) and not any(int(p) for p in a.output_padding)
+            and all(int(d) == 1 for d in a.dilation))
+
+
+def pointwise_filters(kernel: np.ndarray) -> np.ndarray:
+    """An upsampling transposed conv's IOHW kernel as the OIHW weights of its 1×1 conv: output channel
+    (o, dy, dx) holds tap (dy, dx) of channel o."""
+    in_channels, out_channels, kh, kw = kernel.shape
+    return np.ascontiguousarray(kernel.transpose(1, 2, 3, 0)).reshape(out_channels * kh * kw, in_channels, 1, 1)
+
+
+def pixel_shuffle(pixels, kernel_hw: tuple[int, int]):
+    """The 1×1 conv's result [n, O·kh·kw, h, w] (`pointwise_filters`) as the transposed conv's [n, O, kh·h, kw·w]."""
+    (kh, kw), (n, channels, height, width) = kernel_hw, static_shape(pixels)
+    blocks = R.reshape(pixels, [n, channels // (kh * kw), kh, kw, height, width])
+    return R.reshape(R.permute_dims(blocks, [0, 1, 4, 2, 5, 3]), [n, channels // (kh * kw), height * kh, width * kw])
 
 
 def rewrite_main(mutator, mod):

@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import const
 from tvm.relax import op as R
 
-from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
+from ...ir import (bound_value, constant_value, is_upsampling_transpose, op_name, out_dtype, pixel_shuffle,
+                    pointwise_filters, rewrite_main, static_shape)
 
 
 @expr_functor.mutator
 class _AsConv(PyExprMutator):
     def visit_call_(self, op):
         call = super().visit_call_(op)
-        if op_name(call) != "relax.nn.conv2d_transpose":
+        if op_name(call) != "relax.nn.conv2d_transpose" or not is_upsampling_transpose(call):
             return call
         data, weight = call.args
-        kernel, shape = constant_value(bound_value(self, weight)), static_shape(data)
-        a = call.attrs
-        if (kernel is None or kernel.ndim != 4 or shape is None or int(a.groups) != 1 or a.data_layout != "NCHW"
-                or a.kernel_layout != "IOHW" or a.out_layout != "NCHW"
-                or [int(s) for s in a.strides] != list(kernel.shape[2:]) or any(int(p) for p in a.padding)
-                or any(int(p) for p in a.output_padding) or any(int(d) != 1 for d in a.dilation)):
+        kernel = constant_value(bound_value(self, weight))
+        if kernel is None or static_shape(data) is None:
             return call
-        n, _, height, width = shape
-        in_channels, out_channels, kh, kw = kernel.shape
-        # output channel (o, dy, dx) of the 1×1 conv is output pixel (kh·y + dy, kw·x + dx) of channel o
-        filters = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0)).reshape(out_channels * kh * kw,
-                                                                             in_channels, 1, 1)
-        pixels = self.builder_.emit(R.nn.conv2d(data, const(filters), out_dtype=out_dtype(call)))
-        blocks = self.builder_.emit(R.reshape(pixels, [n, out_channels, kh, kw, height, width]))
-        shuffled = self.builder_.emit(R.permute_dims(blocks, [0, 1, 4, 2, 5, 3]))
-        return R.reshape(shuffled, [n, out_channels, height * kh, width * kw])
+        pixels = self.builder_.emit(R.nn.conv2d(data, const(pointwise_filters(kernel)), out_dtype=out_dtype(call)))
+        return pixel_shuffle(pixels, kernel.shape[2:])
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.ConvTransposeAsConv")

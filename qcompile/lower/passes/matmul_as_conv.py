@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
-from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
+from ...ir import alias_root, bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
 from .elementwise import BINARY, UNARY, is_lookup, lookup
 
 
@@ -94,10 +94,7 @@ class _AsConv(PyExprMutator):
 
     def _viewed(self, expr):
         """(the conv-layout tensor, rows, columns) if `expr` is a matmul result `_view` made, else None."""
-        while isinstance(expr, relax.Var) and expr not in self.views and isinstance(self.lookup_binding(expr),
-                                                                                    relax.Var):
-            expr = self.lookup_binding(expr)
-        return self.views.get(expr)
+        return self.views.get(alias_root(self.lookup_binding, expr))
 
     def _in_conv_layout(self, operand, rows: int, columns: int, ndim: int):
         """The other operand of a sunk op in the conv's layout: a scalar as it is, a per-column constant as

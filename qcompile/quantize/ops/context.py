@@ -11,6 +11,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax import op as R
 
+from ...ir import alias_root
 from ..qparams import QuantParams
 
 
@@ -77,10 +78,8 @@ class RealizeContext:
         self._derived: dict = {}  # emitted lookup → its Table, emitted rescale → its Affine
 
     def _canonical(self, expr):
-        """The variable at the end of `expr`'s aliases (`lv1 = lv`), at which a derived result is recorded."""
-        while expr not in self._derived and isinstance(self._lookup_binding(expr), relax.Var):
-            expr = self._lookup_binding(expr)
-        return expr
+        """The variable at the end of `expr`'s aliases, at which a derived result is recorded."""
+        return alias_root(self._lookup_binding, expr)
 
     def _recorded(self, expr, kind):
         found = self._derived.get(self._canonical(expr))
