@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import tomllib
@@ -46,6 +47,18 @@ class TargetSpec:
         """Canonical JSON of the whole target, e.g. for keying tuning records."""
         return json.dumps(self.target, sort_keys=True, separators=(",", ":"))
 
+    def missing_here(self) -> list[str]:
+        """The instruction-set extensions a library for this x86 target may use that this machine's CPU lacks
+        (AVX-512, VNNI, AMX, ...): it would stop with an illegal instruction here. Empty for other targets."""
+        import tvm
+        from tvm.target import codegen
+
+        if self.kind != "llvm" or self.is_cross:
+            return []
+        host = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
+        wanted = codegen.llvm_get_cpu_features(self.tvm_target())
+        return sorted(f for f in set(wanted) - set(host) if f.startswith(_INSTRUCTION_SETS))
+
     def check_toolchain(self) -> None:
         """Fail early, before compiling, when the cross compiler is not installed."""
         if self.cc and shutil.which(self.cc) is None:
@@ -53,6 +66,36 @@ class TargetSpec:
                 f"cross compiler '{self.cc}' for target '{self.name}' not found on PATH; "
                 f"install it (Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)"
             )
+
+
+ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_ARCH_PRCTL = 0x1023, 18, 158  # Linux x86-64
+
+
+def host_has_amx() -> bool:
+    """Whether this machine's CPU has AMX-INT8 (Linux: the flags in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_int8" in flags and "amx_tile" in flags
+
+
+def request_amx_permission() -> bool:
+    """Ask Linux for the AMX tile state for this process (once; every thread): without it the first tile
+    instruction faults. False where it is refused or there is nothing to ask (no AMX, not Linux)."""
+    return host_has_amx() and _request_amx()
+
+
+@functools.cache
+def _request_amx() -> bool:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+
+
+_INSTRUCTION_SETS = ("avx", "amx", "fma", "sse", "bmi", "f16c", "gfni", "vaes", "vpclmulqdq")
 
 
 def preset_names() -> list[str]:

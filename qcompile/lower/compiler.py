@@ -41,8 +41,11 @@ def for_host(mod):
     """`mod` lowered and compiled for this CPU with the default schedules (no tuning records): what calibration
     and accuracy control run (integer kernels compute the same integers on every target)."""
     from .. import targets
+    from . import intrinsics
 
     spec = targets.resolve("x86")
+    if intrinsics.for_target(spec.tvm_target()) == intrinsics.AMX:
+        targets.request_amx_permission()  # its AMX kernels run here
     return compile_kernels(lower_kernels(mod, spec), spec)
 
 

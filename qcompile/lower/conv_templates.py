@@ -57,6 +57,12 @@ class RegisterFile:
         sums = oc_tile * x_tile
         return (oc_tile * self.per_block + x_tile * self.per_pixel + sums * self.per_sum) / sums
 
+    def default_schedule(self, mod):
+        return default_schedule(mod, self)
+
+    def candidates(self, mod):
+        return candidates(mod, self)
+
 
 REGISTER_FILES = {
     # vpdpbusd reads its weights and its broadcast input from memory, 28 of AVX-512's 32 registers hold sums; it
@@ -100,10 +106,15 @@ FLOAT_FILES = {
 }
 
 
-def register_files(target) -> list[RegisterFile]:
-    """The packed conv kernel classes `target` has templates for: its int8 dot product's, its float lanes'."""
+def register_files(target) -> list:
+    """The packed conv kernel classes `target` has templates for (`RegisterFile`s, or AMX's `amx.KernelClass`:
+    each has `default_schedule(mod)` and `candidates(mod)`): its int8 instruction's, its float lanes'."""
+    from . import amx
+
     intrinsic = intrinsics.for_target(target)
-    files = [*(REGISTER_FILES.get(form) for form in _FORMS.get(intrinsic, (intrinsic,))),
+    dot = intrinsics.for_target(target, tiles=False)  # on AMX CPUs, for the convs AMX's tiles do not take
+    files = [amx.KernelClass() if intrinsic == intrinsics.AMX else None,
+             *(REGISTER_FILES.get(form) for form in _FORMS.get(dot, (dot,))),
              FLOAT_FILES.get(intrinsics.float_lanes(target))]
     return [f for f in files if f is not None]
 
@@ -180,20 +191,7 @@ def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:
     """Schedule the packed conv kernel in `sch` with a register tile of `oc_tile` channel blocks × `x_tile` pixels."""
     if file.intrinsic:
         intrinsics.register(file.intrinsic)
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    names = [sch.get(b).name_hint for b in blocks]
-    at = names.index(file.block)
-    conv, pads, epilogue = blocks[at], blocks[:at], blocks[at + 1:]
-    out_shape = list(sch.get(conv).writes[0].source.shape)
-    if any(iv.iter_type != _SPATIAL for block in epilogue for iv in sch.get(block).iter_vars) or (
-            epilogue and list(sch.get(epilogue[-1]).writes[0].source.shape) != out_shape):
-        raise ValueError("the epilogue is not elementwise over the conv's output")
-    for pad in pads:  # padded once for all channel blocks, rows in parallel
-        loops = sch.get_loops(pad)
-        sch.parallel(sch.fuse(*loops[:3]))
-        sch.vectorize(loops[-1])
-    for block in epilogue[:-1]:
-        sch.compute_inline(block)
+    conv, epilogue = split_kernel(sch, file.block)
     batch, oc, y, x, lane, *reduction = sch.get_loops(conv)
     if file.intrinsic:
         ky, kx, ic, *channels = reduction
@@ -203,14 +201,7 @@ def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:
     x_outer, x_inner = sch.split(x, factors=[None, x_tile])
     # weights in storage order: ic/4, ky, kx for one channel block
     sch.reorder(batch, oc_outer, y, x_outer, ic, ky, kx, oc_inner, x_inner, lane, *channels)
-    sums = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(sums, x_outer)
-    if epilogue:
-        sch.reverse_compute_at(epilogue[-1], x_outer)
-        sch.compute_inline(sums)  # the epilogue reads the sums from registers
-        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
-    else:
-        sch.vectorize(sch.get_loops(sums)[-1])
+    sums_at(sch, conv, epilogue, x_outer)
     sch.parallel(sch.fuse(batch, oc_outer, y))
     if not file.tensorize:
         sch.vectorize(lane)  # while the block still has its init: after, it is no reduction block TVM vectorizes
@@ -231,6 +222,40 @@ def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:
         sch.tensorize(lane, file.tensorize)
 
 
+def split_kernel(sch, block: str):
+    """(the conv block, the epilogue's last block or None) of the packed conv kernel in `sch` whose compute block
+    is named `block`: the padding before it scheduled (once for all channel blocks, rows in parallel), the
+    epilogue's other blocks inlined. ValueError if the epilogue is not elementwise over the conv's output."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(b).name_hint for b in blocks]
+    at = names.index(block)
+    conv, pads, epilogue = blocks[at], blocks[:at], blocks[at + 1:]
+    out_shape = list(sch.get(conv).writes[0].source.shape)
+    if any(iv.iter_type != _SPATIAL for b in epilogue for iv in sch.get(b).iter_vars) or (
+            epilogue and list(sch.get(epilogue[-1]).writes[0].source.shape) != out_shape):
+        raise ValueError("the epilogue is not elementwise over the conv's output")
+    for pad in pads:
+        loops = sch.get_loops(pad)
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+    for b in epilogue[:-1]:
+        sch.compute_inline(b)
+    return conv, (epilogue[-1] if epilogue else None)
+
+
+def sums_at(sch, conv, epilogue, loop) -> None:
+    """The conv's sums in a local buffer (registers) under `loop`, the epilogue computed from them there and
+    vectorized."""
+    sums = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(sums, loop)
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, loop)
+        sch.compute_inline(sums)  # the epilogue reads the sums from registers
+        sch.vectorize(sch.get_loops(epilogue)[-1])
+    else:
+        sch.vectorize(sch.get_loops(sums)[-1])
+
+
 def _rule_base():
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
@@ -244,5 +269,5 @@ class DefaultConv(_rule_base()):
         import tvm
 
         mod = tvm.IRModule({"main": func})
-        return next((sch for file in register_files(target) if (sch := default_schedule(mod, file)) is not None),
+        return next((sch for file in register_files(target) if (sch := file.default_schedule(mod)) is not None),
                     None)

@@ -32,10 +32,12 @@ I8MM = "qcompile_mmla_2x2x8_i8mm_local"  # s8[2 pixels][8] · s8[2 lanes][8] →
 I8MM_SINGLE = "qcompile_mmla_1x2x8_i8mm_local"  # s8[8] (one pixel, twice) · s8[2][8] → i32[2], one smmla
 DP4A = "qcompile_dp4a_s8s8s32"  # s8[4] (registers) · s8[4] (global) → i32, one __dp4a
 DP4A_MIN_ARCH = 61  # __dp4a exists from sm_61 (Pascal) on
+AMX = "qcompile_amx_int8"  # u8[rows][64] · s8[16][16][4] → i32[rows][16], one tdpbusd: `amx.py`, a family of them
 
 
-def for_target(target) -> str | None:
-    """The int8 dot-product intrinsic the target's CPU has (None: no tensorized int8 path)."""
+def for_target(target, tiles: bool = True) -> str | None:
+    """The int8 dot-product intrinsic the target's CPU has (None: no tensorized int8 path); with `tiles=False`
+    its dot-product instruction, not AMX's tiles."""
     from tvm.target import codegen
 
     if target.kind.name == "cuda":
@@ -46,6 +48,11 @@ def for_target(target) -> str | None:
         return None
     if target.kind.name != "llvm":
         return None
+    if tiles and codegen.target_has_features("amx-int8", target):
+        from . import amx
+
+        if amx.trusted():
+            return AMX
     if codegen.target_has_features("avx512vnni", target):
         register_vnni()
         return VNNI

@@ -20,11 +20,14 @@ CONV_PAD = "data_pad"  # the packed convs' own padding block
 
 IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd, sdot and dp4a all take 4
 DEPTH = {intrinsics.I8MM: 8}  # where it is not IC_BLOCK: smmla sums 8 bytes into each output
+# the most input channels of one pixel an instruction reads, where more than the depth: an AMX tile row (64 bytes)
+ROW_CHANNELS = {intrinsics.AMX: 64}
 
 # output channels of a packed block: the int32 outputs one instruction produces (dp4a produces one; 4 keep a
-# CUDA thread's weight loads contiguous; smmla 2 × 2, pixels × channels: 8 are four channel pairs)
+# CUDA thread's weight loads contiguous; smmla 2 × 2, pixels × channels: 8 are four channel pairs; AMX: 4 sum tiles
+# of 16, a block as wide as the next conv's input rows)
 OUTPUT_LANES = {intrinsics.VNNI: 16, intrinsics.AVX2: 8, intrinsics.ARM_SDOT: 4, intrinsics.DP4A: 4,
-                intrinsics.I8MM: 8}
+                intrinsics.I8MM: 8, intrinsics.AMX: 64}
 
 # how the 4 input channels of one dot product are stored beside the output lanes: [1][k][4] for an instruction
 # that sums 4 bytes a lane, [2][k][2] for AVX2's vpmaddwd, which sums pairs (channels 0 and 2, then 1 and 3)

@@ -9,7 +9,7 @@ import tvm
 
 from ..targets import TargetSpec
 from . import intrinsics
-from .kernels import DEPTH, IC_BLOCK, OUTPUT_LANES, WEIGHT_GROUPS
+from .kernels import DEPTH, IC_BLOCK, OUTPUT_LANES, ROW_CHANNELS, WEIGHT_GROUPS
 
 
 def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
@@ -27,6 +27,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     target = spec.tvm_target()
     intrinsic = intrinsics.for_target(target)
     float_block = intrinsics.float_lanes(target)
+    # AMX CPUs have a dot-product instruction too, for the convs whose rows AMX's tiles do not take
+    dot = intrinsics.for_target(target, tiles=False) if intrinsic == intrinsics.AMX else None
     if intrinsic is not None or float_block is not None:
         lanes = OUTPUT_LANES.get(intrinsic)
         # Phase 1: pack integer convs into the blocked layout the dot-product instruction reads (float convs into
@@ -40,7 +42,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
             PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
                      weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block,
-                     depth=DEPTH.get(intrinsic, IC_BLOCK)),
+                     depth=DEPTH.get(intrinsic, IC_BLOCK), row=ROW_CHANNELS.get(intrinsic),
+                     narrow=(OUTPUT_LANES[dot], WEIGHT_GROUPS.get(dot, 1)) if dot else None),
             BlockedEpilogue(),  # requantize chains, residual adds, concats and max pools into the blocked layout
             DropRepack(),  # an unpack followed by a pack: removed, or one re-blocking kernel
         ]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import QcompileError
 from ..frontend.importer import TensorSig
+from ..targets import TargetSpec, request_amx_permission
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +190,12 @@ def _local_device(sidecar: Sidecar, name: str):
     triple = target.get("mtriple", "x86_64")
     if target["kind"] == "llvm" and not triple.startswith("x86_64"):
         raise QcompileError(f"{name} is built for {triple}; it runs on that machine, not this one")
+    spec = TargetSpec(name, target)
+    if missing := spec.missing_here():
+        raise QcompileError(f"{name} is built for a CPU with {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}; "
+                            f"this machine's lacks them")
+    if spec.kind == "llvm" and tvm.target.codegen.target_has_features("amx-tile", spec.tvm_target()):
+        request_amx_permission()  # the tile state, which Linux grants a process only when asked
     if target["kind"] == "cuda":
         _load_cuda_backend()
     device = tvm.cuda(0) if target["kind"] == "cuda" else tvm.cpu(0)

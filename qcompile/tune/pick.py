@@ -41,7 +41,7 @@ def pick(kernels, search, picks, target, builder, runner) -> PickResult:
                 record.trace.apply_to_schedule(sch, remove_postproc=False)
                 schedules.append(sch)
         for file in files:
-            schedules += conv_templates.candidates(mod, file)
+            schedules += file.candidates(mod)
         if len(schedules) < 2:
             continue
         count, stored = records.measure(mod, schedules, picks, target, builder, runner)

@@ -38,10 +38,14 @@ class _Pack(PyExprMutator):
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            block = input_block(kernel.shape[1], out_block, config.depth if integer else IC_BLOCK)
+            weight_groups, depth, row = config.weight_groups, config.depth, config.row
+            if integer and config.narrow and not _tiles_rows(_out_width(data, kernel, *window)):
+                (out_block, weight_groups), depth, row = config.narrow, IC_BLOCK, None
+            block = (input_block(kernel.shape[1], out_block, depth, row) if integer
+                     else input_block(kernel.shape[1], out_block))
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             if integer:
-                weights = relax.const(pack_kernel(kernel, out_block, config.weight_groups, config.depth))
+                weights = relax.const(pack_kernel(kernel, out_block, weight_groups, depth))
                 acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
             else:
                 weights = relax.const(pack_float_kernel(kernel, out_block, block))
@@ -57,10 +61,26 @@ class _Pack(PyExprMutator):
         return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
 
 
-def input_block(in_channels: int, oc_block: int, depth: int = IC_BLOCK) -> int:
+def _out_width(data, kernel, strides, padding, dilation) -> int:
+    return (int(data.ty.shape[3]) + padding[1] + padding[3] - (kernel.shape[3] - 1) * dilation[1] - 1) // strides[1] + 1
+
+
+def _tiles_rows(width: int) -> bool:
+    """Whether AMX's tiles hold more than one pixel of an output row `width` pixels wide."""
+    from ..amx import tiles_for
+
+    return tiles_for(width, 2)[0].rows > 1
+
+
+def input_block(in_channels: int, oc_block: int, depth: int = IC_BLOCK, row: int | None = None) -> int:
     """Channels per block of a packed conv's input: the convs' output block where the channels fill such blocks,
     so that one conv's blocked output is the next one's input as it is (no re-blocking kernel between them),
-    else the `depth` channels one dot-product lane sums."""
+    else the `depth` channels one dot-product lane sums; with `row` (the most channels of a pixel one instruction
+    reads: AMX's tile rows), the largest multiple of `depth` up to `row` that divides the channels (rounded up
+    to `depth`), so that an instruction reads as many as it can."""
+    if row:
+        padded = _round_up(in_channels, depth)
+        return max(b for b in range(depth, row + 1, depth) if padded % b == 0)
     return oc_block if in_channels % oc_block == 0 and oc_block % depth == 0 else depth
 
 
@@ -209,7 +229,9 @@ class PackConv:
     block is exactly the tensor intrinsic's operands, so the conv can be tensorized (the default template,
     MetaSchedule); plain NCHW cannot be tensorized. The input is NCHW[k]c too where the channels fill k-blocks
     (each d bytes of a block are one dot-product operand), so that a conv's output feeds the next conv without a
-    re-blocking kernel; else NCHW[d]c.
+    re-blocking kernel; else NCHW[d]c. With `row` (AMX: 64), the input blocks are as wide as an instruction reads
+    of one pixel: up to `row` channels; then `narrow`, (k, weight groups) of the CPU's dot-product instruction,
+    packs the convs whose output rows AMX's tiles do not hold two pixels of (a classifier's 1×1 output) for it.
 
     With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
     int32 sums); other grouped convs stay. With `float_block`, float convs (constant weights) and depthwise convs
@@ -217,9 +239,10 @@ class PackConv:
     one FMA adds one input value times k output channels' weights. Either kind may be None (left as it is)."""
 
     def __init__(self, oc_block: int | None, depthwise_block: int | None = None, weight_groups: int = 1,
-                 float_block: int | None = None, depth: int = IC_BLOCK):
+                 float_block: int | None = None, depth: int = IC_BLOCK, row: int | None = None,
+                 narrow: tuple[int, int] | None = None):
         self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
-        self.float_block, self.depth = float_block, depth
+        self.float_block, self.depth, self.row, self.narrow = float_block, depth, row, narrow
 
     def transform_module(self, mod, ctx):
         return rewrite_main(_Pack(mod, self), mod)

@@ -16,6 +16,11 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace ffi = tvm::ffi;
 
 namespace {
@@ -101,6 +106,11 @@ int main(int argc, char** argv) {
     std::cerr << "usage: " << argv[0] << " MODEL.so OUTPUT_PREFIX INPUT.npy [INPUT.npy ...]\n";
     return 2;
   }
+#if defined(__linux__) && defined(__x86_64__)
+  // AMX kernels (the x86-amx target) need the tile state, which Linux grants a process only when asked
+  // (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); on CPUs without AMX the request fails, harmlessly.
+  syscall(SYS_arch_prctl, 0x1023, 18);
+#endif
   try {
     ffi::Module library = ffi::Module::LoadFromFile(argv[1]);
     ffi::Module vm = library->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
