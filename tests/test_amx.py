@@ -16,6 +16,7 @@ from tvm import te
 from conftest import calibration_args, model_path, real_inputs, run_cli
 from qcompile import targets
 from qcompile.lower import amx, intrinsics
+from qcompile.lower.kernels import PACKINGS
 from qcompile.lower.passes.pack_conv import _conv_blocked, input_block, pack_kernel
 from test_conv_templates import _blocked, _reference
 
@@ -46,7 +47,7 @@ def _case(in_c, size, stride, pad, width, residual):
     placeholder = te.placeholder((1, padded_c // block, width, width, block), "uint8", name="data")
     weights = te.placeholder((1, padded_c // 4, size, size, 1, LANES, 4), "int8", name="weight")
     out = _conv_blocked(placeholder, weights, (stride, stride), (pad,) * 4, (1, 1))
-    args = [_blocked(data, block), pack_kernel(kernel, LANES)]
+    args = [_blocked(data, block), pack_kernel(kernel, PACKINGS[intrinsics.AMX])]
     expected = _blocked(acc, LANES)
     if residual:
         other = te.placeholder(out.shape, "uint8", name="other")

@@ -9,7 +9,7 @@ from tvm import te
 
 from qcompile.lower import conv_templates, intrinsics
 from qcompile import targets
-from qcompile.lower.kernels import OUTPUT_LANES, WEIGHT_GROUPS
+from qcompile.lower.kernels import PACKINGS
 from qcompile.lower.passes.pack_conv import _conv_blocked, pack_kernel
 
 SCALE = 2.0 ** -7  # a power of two: every float in the epilogue is exact, so fused or not the rounding is the same
@@ -48,7 +48,8 @@ def _blocked(nchw, lanes):
 
 def _kernel(in_c, out_c, size, stride, pad, residual, intrinsic):
     """The packed conv as lowering makes it, followed by a residual requantize epilogue like realize's (or none)."""
-    lanes, groups = OUTPUT_LANES[intrinsic], WEIGHT_GROUPS.get(intrinsic, 1)
+    packing = PACKINGS[intrinsic]
+    lanes, groups = packing.lanes, packing.weight_groups
     data = te.placeholder((1, in_c // lanes, 14, 14, lanes), "uint8", name="data")
     weight = te.placeholder((out_c // lanes, in_c // 4, size, size, groups, lanes, 4 // groups), "int8", name="weight")
     acc = _conv_blocked(data, weight, (stride, stride), (pad,) * 4, (1, 1))
@@ -63,13 +64,13 @@ def _kernel(in_c, out_c, size, stride, pad, residual, intrinsic):
 def _case(size, stride, pad, residual, intrinsic):
     """(kernel module, its arguments, the expected output) of a 32 → 64 channel conv on a 14×14 input."""
     rng = np.random.default_rng(size + stride)
-    in_c, out_c, lanes = 32, 64, OUTPUT_LANES[intrinsic]
+    in_c, out_c, lanes = 32, 64, PACKINGS[intrinsic].lanes
     data = rng.integers(0, 256, (1, in_c, 14, 14)).astype(np.uint8)
     kernel = rng.integers(-128, 128, (out_c, in_c, size, size)).astype(np.int8)
     acc = _reference(data, kernel, stride, pad)
     func = _kernel(in_c, out_c, size, stride, pad, residual, intrinsic)
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    args = [_blocked(data, lanes), pack_kernel(kernel, lanes, WEIGHT_GROUPS.get(intrinsic, 1))]
+    args = [_blocked(data, lanes), pack_kernel(kernel, PACKINGS[intrinsic])]
     if residual:
         other = rng.integers(0, 256, acc.shape).astype(np.uint8)
         expected = np.clip(np.floor(acc.astype(np.float32) * SCALE + other.astype(np.float32) * 0.5 + 0.5), 0, 255)

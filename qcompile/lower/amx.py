@@ -27,9 +27,10 @@ import dataclasses
 import functools
 
 from .. import targets
-from .kernels import CONV_BLOCK, IC_BLOCK
+from . import intrinsics
+from .kernels import CONV_BLOCK, IC_BLOCK, PACKINGS
 
-LANES = 64  # output channels of a packed block: 4 tiles of 16 sums wide
+LANES = PACKINGS[intrinsics.AMX].lanes  # output channels of a packed block: 4 tiles of 16 sums wide
 TILE_LANES = 16  # int32 sums of a tile row
 ROW_BYTES = 64  # bytes of a tile row
 MAX_ROWS = 16
@@ -374,7 +375,7 @@ def self_check() -> None:
             library = tvm.tirx.build(sch.mod, target=target)
             out = tvm.runtime.tensor(np.zeros((1, 1, out_hw, out_hw, LANES), np.int32))
             library["main"](tvm.runtime.tensor(np.ascontiguousarray(blocked)),
-                            tvm.runtime.tensor(pack_kernel(kernel, LANES)), out)
+                            tvm.runtime.tensor(pack_kernel(kernel, PACKINGS[intrinsics.AMX])), out)
             assert np.array_equal(out.numpy()[0, 0].transpose(2, 0, 1), expected), f"{in_c}, {size}, {stride}"
 
 

@@ -7,6 +7,8 @@ the one place both sides read them from.
 
 from __future__ import annotations
 
+import dataclasses
+
 from . import intrinsics
 
 PACK = "pack_data"  # kernels that turn NCHW activations into NCHW[k]c
@@ -19,19 +21,30 @@ POOL_PAD = "pad_temp"  # TOPI's padding block before it
 CONV_PAD = "data_pad"  # the packed convs' own padding block
 
 IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd, sdot and dp4a all take 4
-DEPTH = {intrinsics.I8MM: 8}  # where it is not IC_BLOCK: smmla sums 8 bytes into each output
-# the most input channels of one pixel an instruction reads, where more than the depth: an AMX tile row (64 bytes)
-ROW_CHANNELS = {intrinsics.AMX: 64}
 
-# output channels of a packed block: the int32 outputs one instruction produces (dp4a produces one; 4 keep a
-# CUDA thread's weight loads contiguous; smmla 2 × 2, pixels × channels: 8 are four channel pairs; AMX: 4 sum tiles
-# of 16, a block as wide as the next conv's input rows)
-OUTPUT_LANES = {intrinsics.VNNI: 16, intrinsics.AVX2: 8, intrinsics.ARM_SDOT: 4, intrinsics.DP4A: 4,
-                intrinsics.I8MM: 8, intrinsics.AMX: 64}
 
-# how the 4 input channels of one dot product are stored beside the output lanes: [1][k][4] for an instruction
-# that sums 4 bytes a lane, [2][k][2] for AVX2's vpmaddwd, which sums pairs (channels 0 and 2, then 1 and 3)
-WEIGHT_GROUPS = {intrinsics.AVX2: 2}
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """How the int8 convs of one kernel class are packed (`passes/pack_conv.py`): the layout its instruction
+    reads as it is."""
+
+    lanes: int  # output channels of a block: the int32 sums one instruction produces, or a multiple
+    depth: int = IC_BLOCK  # input channels each output lane sums per instruction
+    # how a lane's `depth` channels are stored beside the lanes: [1][k][4] for an instruction that sums 4 bytes
+    # a lane, [2][k][2] for AVX2's vpmaddwd, which sums pairs (channels 0 and 2, then 1 and 3)
+    weight_groups: int = 1
+    row: int | None = None  # the most input channels of one pixel an instruction reads, where more than the depth
+
+
+PACKINGS = {
+    intrinsics.VNNI: Packing(16),
+    intrinsics.AVX2: Packing(8, weight_groups=2),
+    intrinsics.ARM_SDOT: Packing(4),
+    intrinsics.DP4A: Packing(4),  # dp4a produces one sum; 4 keep a CUDA thread's weight loads contiguous
+    intrinsics.I8MM: Packing(8, depth=8),  # smmla: 2 × 2 sums (pixels × channels) of 8 products; 8 are 4 pairs
+    # AMX: 4 sum tiles of 16 lanes, a block as wide as the next conv's input rows (a tile row: 64 bytes)
+    intrinsics.AMX: Packing(64, row=64),
+}
 
 
 def is_kernel(name: str, kind: str) -> bool:

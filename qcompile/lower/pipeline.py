@@ -9,7 +9,7 @@ import tvm
 
 from ..targets import TargetSpec
 from . import intrinsics
-from .kernels import DEPTH, IC_BLOCK, OUTPUT_LANES, ROW_CHANNELS, WEIGHT_GROUPS
+from .kernels import PACKINGS
 
 
 def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
@@ -30,7 +30,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     # AMX CPUs have a dot-product instruction too, for the convs whose rows AMX's tiles do not take
     dot = intrinsics.for_target(target, tiles=False) if intrinsic == intrinsics.AMX else None
     if intrinsic is not None or float_block is not None:
-        lanes = OUTPUT_LANES.get(intrinsic)
+        packing = PACKINGS.get(intrinsic)
+        lanes = packing and packing.lanes
         # Phase 1: pack integer convs into the blocked layout the dot-product instruction reads (float convs into
         # the one FMA vectors read)
         passes += [
@@ -40,10 +41,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
             # an upsampling transposed conv (kernel = stride) as a 1×1 conv and a pixel shuffle
             *([ConvTransposeAsConv()] if float_block is not None else []),
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
-            PackConv(lanes, depthwise_block=lanes if spec.kind == "llvm" else None,
-                     weight_groups=WEIGHT_GROUPS.get(intrinsic, 1), float_block=float_block,
-                     depth=DEPTH.get(intrinsic, IC_BLOCK), row=ROW_CHANNELS.get(intrinsic),
-                     narrow=(OUTPUT_LANES[dot], WEIGHT_GROUPS.get(dot, 1)) if dot else None),
+            PackConv(packing, depthwise_block=lanes if spec.kind == "llvm" else None, float_block=float_block,
+                     narrow=PACKINGS.get(dot)),
             BlockedEpilogue(),  # requantize chains, residual adds, concats and max pools into the blocked layout
             DropRepack(),  # an unpack followed by a pack: removed, or one re-blocking kernel
         ]

@@ -9,7 +9,8 @@ from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
 from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main
-from ..kernels import CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK, calls_kernel
+from ..kernels import (CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK, Packing,
+                       calls_kernel)
 
 
 @expr_functor.mutator
@@ -31,21 +32,22 @@ class _Pack(PyExprMutator):
         integer = out_dtype(call) == "int32" and str(data.ty.dtype) in ("uint8", "int8") and kernel.dtype == np.int8
         real = str(data.ty.dtype) == "float32" and kernel.dtype == np.float32 and out_dtype(call) in (None, "float32")
         config = self.config
-        out_block, depthwise_block = ((config.oc_block, config.depthwise_block) if integer
+        packing = config.packing
+        out_block, depthwise_block = ((packing and packing.lanes, config.depthwise_block) if integer
                                       else (config.float_block, config.float_block) if real else (None, None))
         if out_block is None:
             return call
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            weight_groups, depth, row = config.weight_groups, config.depth, config.row
             if integer and config.narrow and not _tiles_rows(_out_width(data, kernel, *window)):
-                (out_block, weight_groups), depth, row = config.narrow, IC_BLOCK, None
-            block = (input_block(kernel.shape[1], out_block, depth, row) if integer
+                packing = config.narrow
+                out_block = packing.lanes
+            block = (input_block(kernel.shape[1], out_block, packing.depth, packing.row) if integer
                      else input_block(kernel.shape[1], out_block))
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             if integer:
-                weights = relax.const(pack_kernel(kernel, out_block, weight_groups, depth))
+                weights = relax.const(pack_kernel(kernel, packing))
                 acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
             else:
                 weights = relax.const(pack_float_kernel(kernel, out_block, block))
@@ -84,10 +86,11 @@ def input_block(in_channels: int, oc_block: int, depth: int = IC_BLOCK, row: int
     return oc_block if in_channels % oc_block == 0 and oc_block % depth == 0 else depth
 
 
-def pack_kernel(kernel: np.ndarray, oc_block: int, groups: int = 1, depth: int = IC_BLOCK) -> np.ndarray:
-    """OIHW int8 → [O/oc_block, I/depth, H, W, groups, oc_block, depth/groups], zero-padded: one dot-product
-    operand per (o, i) block, the `depth` input channels each output lane sums (4; i8mm's smmla: 8) interleaved
-    in `groups` sets (kernels.WEIGHT_GROUPS): with 2, channels 0 and 2, then 1 and 3."""
+def pack_kernel(kernel: np.ndarray, packing: Packing) -> np.ndarray:
+    """OIHW int8 → [O/k, I/d, H, W, g, k, d/g], zero-padded (k: the packing's lanes, d: its depth, g: its weight
+    groups): one dot-product operand per (o, i) block, the d input channels each output lane sums (4; i8mm's
+    smmla: 8) interleaved in g sets: with 2, channels 0 and 2, then 1 and 3."""
+    oc_block, groups, depth = packing.lanes, packing.weight_groups, packing.depth
     out_channels, in_channels, kh, kw = kernel.shape
     padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, depth), kh, kw), np.int8)
     padded[:out_channels, :in_channels] = kernel
@@ -222,27 +225,27 @@ def _round_up(value: int, multiple: int) -> int:
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.PackConv")
 class PackConv:
-    """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv
-    with weights packed [O/k, I/d, H, W, 1, k, d], k = `oc_block` output channels per block (16 for VNNI, 8 for
-    AVX2 and i8mm, 4 for sdot), d = `depth` input channels an output lane sums per instruction (4; i8mm's smmla 8;
-    AVX2's [O/k, I/4, H, W, 2, k, 2]: `weight_groups`), and its output in NCHW[k]c. In that layout the innermost
-    block is exactly the tensor intrinsic's operands, so the conv can be tensorized (the default template,
-    MetaSchedule); plain NCHW cannot be tensorized. The input is NCHW[k]c too where the channels fill k-blocks
-    (each d bytes of a block are one dot-product operand), so that a conv's output feeds the next conv without a
-    re-blocking kernel; else NCHW[d]c. With `row` (AMX: 64), the input blocks are as wide as an instruction reads
-    of one pixel: up to `row` channels; then `narrow`, (k, weight groups) of the CPU's dot-product instruction,
-    packs the convs whose output rows AMX's tiles do not hold two pixels of (a classifier's 1×1 output) for it.
+    """Rewrite each integer conv2d (int8/uint8 × constant int8 weights → int32, not grouped) as a blocked conv in
+    the layout of the kernel class's `packing` (`kernels.PACKINGS`): weights [O/k, I/d, H, W, 1, k, d], k output
+    channels per block (16 for VNNI, 8 for AVX2 and i8mm, 4 for sdot, 64 for AMX), d input channels an output lane
+    sums per instruction (4; i8mm's smmla 8; AVX2's [O/k, I/4, H, W, 2, k, 2]), and its output in
+    NCHW[k]c. In that layout the innermost block is exactly the tensor intrinsic's operands, so the conv can be
+    tensorized (the default template, MetaSchedule); plain NCHW cannot be tensorized. The input is NCHW[k]c too
+    where the channels fill k-blocks (each d bytes of a block are one dot-product operand), so that a conv's
+    output feeds the next conv without a re-blocking kernel; else NCHW[d]c. With a `row` (AMX: 64), the input
+    blocks are as wide as an instruction reads of one pixel: up to that many channels; then the `narrow` packing
+    (the CPU's dot-product instruction's) takes the convs whose output rows AMX's tiles do not hold two pixels of
+    (a classifier's 1×1 output).
 
     With `depthwise_block`, depthwise convs become NCHW[k]c convs too (k = `depthwise_block`, one vector of
     int32 sums); other grouped convs stay. With `float_block`, float convs (constant weights) and depthwise convs
     are packed the same way with k = `float_block` (the float lanes of a vector register): the layout in which
     one FMA adds one input value times k output channels' weights. Either kind may be None (left as it is)."""
 
-    def __init__(self, oc_block: int | None, depthwise_block: int | None = None, weight_groups: int = 1,
-                 float_block: int | None = None, depth: int = IC_BLOCK, row: int | None = None,
-                 narrow: tuple[int, int] | None = None):
-        self.oc_block, self.depthwise_block, self.weight_groups = oc_block, depthwise_block, weight_groups
-        self.float_block, self.depth, self.row, self.narrow = float_block, depth, row, narrow
+    def __init__(self, packing: Packing | None, depthwise_block: int | None = None, float_block: int | None = None,
+                 narrow: Packing | None = None):
+        self.packing, self.depthwise_block, self.float_block = packing, depthwise_block, float_block
+        self.narrow = narrow
 
     def transform_module(self, mod, ctx):
         return rewrite_main(_Pack(mod, self), mod)
