@@ -49,15 +49,25 @@ class TargetSpec:
 
     def missing_here(self) -> list[str]:
         """The instruction-set extensions a library for this x86 target may use that this machine's CPU lacks
-        (AVX-512, VNNI, AMX, ...): it would stop with an illegal instruction here. Empty for other targets."""
+        (AVX-512, VNNI, AMX, ...): it would stop with an illegal instruction here. Empty for other targets, and
+        where only the TVM runtime is installed (no LLVM to ask)."""
         import tvm
         from tvm.target import codegen
 
-        if self.kind != "llvm" or self.is_cross:
+        if self.kind != "llvm" or self.is_cross or not _llvm_here():
             return []
         host = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
         wanted = codegen.llvm_get_cpu_features(self.tvm_target())
         return sorted(f for f in set(wanted) - set(host) if f.startswith(_INSTRUCTION_SETS))
+
+    def may_use_amx_here(self) -> bool:
+        """Whether a library for this target may run AMX instructions on this machine: the CPU has AMX and the
+        target does (where only the TVM runtime is installed, any x86 target may)."""
+        from tvm.target import codegen
+
+        if self.kind != "llvm" or self.is_cross or not host_has_amx():
+            return False
+        return not _llvm_here() or codegen.target_has_features("amx-tile", self.tvm_target())
 
     def check_toolchain(self) -> None:
         """Fail early, before compiling, when the cross compiler is not installed."""
@@ -93,6 +103,13 @@ def _request_amx() -> bool:
 
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+
+
+def _llvm_here() -> bool:
+    """Whether TVM's LLVM is installed (not so with TVM_USE_RUNTIME_LIB, as on a deployment machine)."""
+    import tvm
+
+    return tvm.get_global_func("target.llvm_get_system_cpu", allow_missing=True) is not None
 
 
 _INSTRUCTION_SETS = ("avx", "amx", "fma", "sse", "bmi", "f16c", "gfni", "vaes", "vpclmulqdq")

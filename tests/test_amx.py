@@ -13,6 +13,7 @@ import pytest
 import tvm
 from tvm import te
 
+import qcompile
 from conftest import calibration_args, model_path, real_inputs, run_cli
 from qcompile import targets
 from qcompile.lower import amx, intrinsics
@@ -146,14 +147,14 @@ def test_an_x86_amx_build_has_tile_instructions_and_runs_only_where_the_cpu_has_
     code = subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True, check=True).stdout
     assert "ldtilecfg" in code and "tdpbusd" in code and "tilestored" in code
     if not targets.host_has_amx():
+        with pytest.raises(qcompile.QcompileError, match="built for a CPU with .*amx-int8.*this machine's lacks"):
+            qcompile.load(library)  # one line, not an illegal instruction
         pytest.skip("this machine's CPU has no AMX: the x86-amx build is checked, not run")
     assert targets.request_amx_permission()
     # on an AMX CPU the real instructions compute what the host build (VNNI or AVX2 kernels) computes
     host = tmp_path / "squeezenet_host.so"
     assert run_cli("build", model_path("squeezenet"), "--target", "x86-avx2", "-o", host, "-q",
                    *calibration_args("squeezenet", 8)) == 0
-    import qcompile
-
     for x in real_inputs("squeezenet", 2, start=400):
         np.testing.assert_allclose(qcompile.load(library)(x)[0], qcompile.load(host)(x)[0], rtol=1e-5, atol=1e-7)
 

@@ -194,7 +194,7 @@ def _local_device(sidecar: Sidecar, name: str):
     if missing := spec.missing_here():
         raise QcompileError(f"{name} is built for a CPU with {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}; "
                             f"this machine's lacks them")
-    if spec.kind == "llvm" and tvm.target.codegen.target_has_features("amx-tile", spec.tvm_target()):
+    if spec.may_use_amx_here():
         request_amx_permission()  # the tile state, which Linux grants a process only when asked
     if target["kind"] == "cuda":
         _load_cuda_backend()
