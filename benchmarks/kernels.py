@@ -26,6 +26,7 @@ from qcompile.data.calibdata import DataSource
 from qcompile.data.datasets import PREPROCESS_PRESETS
 from qcompile.errors import QcompileError
 from qcompile.lower.kernels import CONV_BLOCK
+from qcompile.quantize.quantizer import QuantConfig
 
 
 @dataclasses.dataclass
@@ -46,6 +47,8 @@ def main():
     parser.add_argument("--precision", choices=driver.PRECISIONS, default="int8")
     parser.add_argument("--target", default="x86", help="a CPU preset this machine runs (default: x86)")
     parser.add_argument("--top", type=int, default=25, help="rows to print (the total covers every kernel)")
+    parser.add_argument("--exclude-nodes", action="append", default=[], metavar="NAME|OPTYPE",
+                        help="ONNX nodes kept in FP32, as `qcompile build --exclude-nodes` (repeatable)")
     args = parser.parse_args()
     if args.precision == "int8" and args.calib is None:
         parser.error("--calib is needed for int8")
@@ -73,7 +76,8 @@ def profile(args) -> list[Kernel]:
     calib = None
     if args.precision == "int8":
         calib = DataSource(path=args.calib, count=args.calib_count, preprocess=PREPROCESS_PRESETS[args.preprocess])
-    config = CompileRequest(model=args.model, target=spec, precision=args.precision, calib=calib)
+    config = CompileRequest(model=args.model, target=spec, precision=args.precision, calib=calib,
+                            quant=QuantConfig(exclude=frozenset(args.exclude_nodes)))
     lowered_model = driver.lower_model(config)
     mod, sidecar = lowered_model.mod, lowered_model.sidecar
     lowered = compiler.lower_kernels(mod, spec)

@@ -262,3 +262,38 @@ def test_conv_rule_shift_is_the_mean_input_through_the_weight_error():
     # output channels 0-1 read input channels 0-1 (group 0), 2-3 read 2-3
     expected = [delta[o].sum(axis=(1, 2)) @ channel_mean[2 * (o // 2):2 * (o // 2) + 2] for o in range(4)]
     np.testing.assert_allclose(shift, expected, rtol=1e-12)
+
+
+def _quantized_float_conv(scale, zero_point, axis):
+    kernel = np.ones((16, 8, 1, 1), np.float32)
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 8, 4, 4), "float32")) -> R.Tensor((1, 16, 4, 4), "uint8"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(kernel))
+                q = R.quantize(y, R.const(scale), R.const(zero_point), axis=axis, out_dtype="uint8")
+                R.output(q)
+            return q
+
+    return Module
+
+
+def test_blocked_epilogue_quantizes_a_float_convs_result_in_its_blocks_when_per_tensor():
+    """A layer accuracy control keeps in FP32, between int8 ones: its output's quantize runs on the conv's blocks
+    (then fuses into it), not as a kernel reading the unpacked NCHW tensor across channels."""
+    from qcompile.lower.passes.blocked_epilogue import BlockedEpilogue
+    from qcompile.lower.passes.pack_conv import PackConv
+
+    def quantize_input_rank(mod):
+        with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):
+            mod = BlockedEpilogue()(PackConv(None, float_block=8)(mod))
+        (value,) = [b.value for b in mod["main"].body.blocks[0].bindings
+                    if getattr(getattr(b.value, "op", None), "name", "") == "relax.quantize"]
+        return len(value.args[0].ty.shape)
+
+    per_tensor = _quantized_float_conv(np.array([0.5], np.float32), np.array([3], np.int32), -1)
+    per_channel = _quantized_float_conv(np.full(16, 0.5, np.float32), np.zeros(16, np.int32), 1)
+    assert quantize_input_rank(per_tensor) == 5  # NCHW8c
+    assert quantize_input_rank(per_channel) == 4  # its channel axis means NCHW's: left after the unpack

@@ -10,7 +10,7 @@ from tvm.relax import op as R
 
 from ...ir import constant_value, op_name, rewrite_main, static_shape
 from ..kernels import UNPACK
-from .elementwise import BINARY, UNARY, is_lookup, lookup
+from .elementwise import BINARY, is_lookup, lookup, unary
 from .pack_conv import unpack, unpacked
 
 @expr_functor.mutator
@@ -22,11 +22,12 @@ class _Sink(PyExprMutator):
             return self._concat(call)
         if name == "relax.nn.max_pool2d":
             return self._max_pool(call)
-        if name in UNARY:
+        rebuild = unary(call)
+        if rebuild is not None:
             packed = self._packed(call.args[0])
             if packed is None:
                 return call
-            return self._unpack(self.builder_.emit(UNARY[name](packed[0], call)), packed[1])
+            return self._unpack(self.builder_.emit(rebuild(packed[0], call)), packed[1])
         if name == "relax.take" and is_lookup(call):  # an 8-bit function's table, elementwise on the index
             packed = self._packed(call.args[1])
             if packed is None:
@@ -108,7 +109,8 @@ def _pack_constant(value: np.ndarray, blocked, channels: int):
 @tvm.transform.module_pass(opt_level=0, name="qcompile.BlockedEpilogue")
 class BlockedEpilogue:
     """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts, floor,
-    casts, clip, float activations, 8-bit lookup tables) with scalar or per-channel constants or tensors the
+    casts, clip, float activations, per-tensor quantize and dequantize around a float conv, 8-bit lookup tables)
+    with scalar or per-channel constants or tensors the
     same for every channel (per-row scales), repeatedly: a packed conv's requantize chain then runs in
     the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
     result is left instead of an int32 unpack and a separate requantize kernel.

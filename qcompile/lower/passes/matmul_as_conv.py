@@ -9,7 +9,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
 from ...ir import alias_root, bound_value, constant_value, op_name, out_dtype, rewrite_main, static_shape
-from .elementwise import BINARY, UNARY, is_lookup, lookup
+from .elementwise import BINARY, is_lookup, lookup, unary
 
 
 @expr_functor.mutator
@@ -72,10 +72,11 @@ class _AsConv(PyExprMutator):
                 return None
             row_max = self.builder_.emit(R.max(viewed[0], axis=[1], keepdims=True))  # [1, 1, 1, rows]
             return R.reshape(row_max, static_shape(call))  # one value a row, in row order either way
-        shape = static_shape(call) if name in UNARY or name in BINARY or name == "relax.reshape" else None
+        rebuild = unary(call)
+        shape = static_shape(call) if rebuild or name in BINARY or name == "relax.reshape" else None
         if shape is None:
             return None
-        operands = list(call.args[:1] if name in UNARY or name == "relax.reshape" else call.args[:2])
+        operands = list(call.args[:1] if rebuild or name == "relax.reshape" else call.args[:2])
         viewed = [self._viewed(a) for a in operands]
         if sum(v is not None for v in viewed) != 1:
             return None
@@ -84,8 +85,8 @@ class _AsConv(PyExprMutator):
             return None
         if name == "relax.reshape":  # another view of the same values (the rows regrouped)
             return self._view(conv_layout, rows, columns, shape)
-        if name in UNARY:
-            return self._view(self.builder_.emit(UNARY[name](conv_layout, call)), rows, columns, shape)
+        if rebuild:
+            return self._view(self.builder_.emit(rebuild(conv_layout, call)), rows, columns, shape)
         moved = [v[0] if v is not None else self._in_conv_layout(a, rows, columns, len(shape))
                  for a, v in zip(operands, viewed)]
         if any(m is None for m in moved):
