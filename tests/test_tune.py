@@ -263,7 +263,8 @@ def _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys):
 def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):
     model, calib, log = tuned
     assert run_cli("bench", model, "--target", TARGET, "--precision", "int8", "--calib", calib, "--calib-count", 8,
-                   "--tuning-log", log, "--compare", "untuned", "--repeat", 5, "-q", "--output", tmp_path / "t.json") == 0
+                   "--tuning-log", log, "--compare", "untuned", "--repeat", 5, "-q",
+                   "--output", tmp_path / "t.json") == 0
     rows = json.loads((tmp_path / "t.json").read_text())
     kernels = [r["tuned kernels"] for r in rows]
     assert kernels[1] == "untuned" and kernels[0].split("/")[0] == kernels[0].split("/")[1] != "0"
@@ -272,7 +273,8 @@ def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):
 def test_tune_measures_on_a_board_behind_an_rpc_tracker(conv_model, tracker_with_board, tmp_path):
     model, calib = conv_model
     assert run_cli("tune", model, "--target", TARGET, "--calib", calib, "--trials", 4, "--batch", 4,
-                   "--tuning-log", tmp_path, "--rpc-tracker", f"127.0.0.1:{tracker_with_board}", "--rpc-key", "test-board") == 0
+                   "--tuning-log", tmp_path, "--rpc-tracker", f"127.0.0.1:{tracker_with_board}",
+                   "--rpc-key", "test-board") == 0
     assert records.count(tmp_path) >= 4
 
 

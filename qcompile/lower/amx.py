@@ -1,5 +1,5 @@
 """The packed int8 conv on x86 AMX-INT8 (Sapphire Rapids and later): its tile intrinsics, its schedule, and the
-OS permission its kernels need.
+check that lets a machine with AMX use them.
 
 One `tdpbusd` multiplies a tile of u8 inputs — `rows` pixels × 64 bytes (16 groups of 4 input channels) — by a
 tile of s8 weights — 16 groups × 64 bytes (16 output channels × 4 channels) — into a tile of `rows` × 16 int32
@@ -15,10 +15,11 @@ configuration, zero the sums; the configuration is per thread, and the conv's pa
 `update` (one reduction step) and `store` (the sums into the local buffer the epilogue reads). Tile numbers are
 instruction immediates: the intrinsics cover the whole register tile, so each is a constant.
 
-TVM 0.27 has no AMX intrinsic and does not request the permission; `targets.request_amx_permission` does
-(Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)) — the runtime before it runs an AMX library, the
-deploy kit's runner in C. `emulate=True` builds the same kernels calling C functions with the instructions' semantics
-(`tests/amx_emulator.c`) instead: how the tiles, strides and configuration are checked on CPUs without AMX.
+TVM 0.27 has no AMX intrinsic and does not request the OS permission the kernels need;
+`targets.request_amx_permission` does (Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)) before an AMX
+library runs, and so does the deploy kit's runner, in C. `emulate=True` builds the same kernels calling C
+functions with the instructions' semantics (`tests/amx_emulator.c`) instead: how the tiles, strides and
+configuration are checked on CPUs without AMX.
 """
 
 from __future__ import annotations
