@@ -165,3 +165,13 @@ def test_the_amx_self_check_runs_where_the_cpu_has_amx():
     result = subprocess.run([sys.executable, "-m", "qcompile.lower.amx"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert amx.trusted()
+
+
+def test_tuning_records_of_amx_and_vnni_cpus_never_stand_in_for_each_other(monkeypatch):
+    from qcompile.tune import records
+
+    monkeypatch.setattr(amx, "trusted", lambda: True)  # as on a machine where AMX is used (or none, like this one)
+    amx_cpu, vnni_cpu, other_vnni_cpu = ({"kind": "llvm", "mcpu": cpu} for cpu in
+                                         ("sapphirerapids", "cascadelake", "icelake-server"))
+    assert records._compatible(vnni_cpu, other_vnni_cpu)
+    assert not records._compatible(amx_cpu, vnni_cpu) and not records._compatible(vnni_cpu, amx_cpu)
