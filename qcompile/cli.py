@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", default="fp32,int8", metavar="LIST",
                        help="comma-separated precisions to compare: fp32, int8, int8-weights, int8-dynamic (see "
                             "'qcompile build --help'; onnxruntime's counterparts with --compare onnxruntime: "
-                            "quantize_static for int8, quantize_dynamic for int8-dynamic) (default: fp32,int8)")
+                            "quantize_static for int8, quantize_dynamic of MatMul/Gemm for int8-dynamic) "
+                            "(default: fp32,int8)")
     bench.add_argument("--threads", default="1", metavar="LIST",
                        help="comma-separated thread counts, e.g. 1,2 (default: 1)")
     bench.add_argument("--compare", choices=("onnxruntime", "untuned"), action="append", default=[],
@@ -598,6 +599,10 @@ def _tune(args) -> int:
     board = remote.RemoteSpec.parse(None, args.rpc_tracker, args.rpc_key)
     if spec.is_cross and board is None:
         raise QcompileError(f"target '{spec.name}' is another machine: measure on it with --rpc-tracker and --rpc-key")
+    if board is None and (missing := spec.missing_here()):
+        raise QcompileError(f"target '{spec.name}' uses {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}, "
+                            f"which this machine's CPU lacks: tune on a machine that has them (or measure there "
+                            f"with --rpc-tracker and --rpc-key)")
     if args.tuning_log is not None and args.records is not None:
         raise QcompileError("give either --tuning-log or --records, not both")
     config = TuneConfig(compile=compile_request(args, spec, args.precision), trials=args.trials,

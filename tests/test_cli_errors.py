@@ -5,6 +5,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import EXAMPLE_MODEL, fails_cleanly, run_cli
+from qcompile import targets
 
 
 def build_fails(capsys, tmp_path, *args, precision="fp32") -> str:
@@ -121,3 +122,10 @@ def test_bad_option_value_is_one_line(capsys):
 def test_missing_evaluation_data(capsys, tmp_path):
     assert run_cli("eval", EXAMPLE_MODEL, "--data", tmp_path / "none", "--labels", tmp_path / "l.npy") == 2
     assert "evaluation data not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(targets.host_has_amx(), reason="this machine's CPU has AMX")
+def test_tuning_for_a_cpu_with_instructions_this_one_lacks_is_one_line(capsys):
+    assert run_cli("tune", EXAMPLE_MODEL, "--target", "x86-amx", "--precision", "fp32") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "amx-int8" in err and "which this machine's CPU lacks" in err, err
