@@ -293,8 +293,6 @@ def _schedules(mod, emulate: bool):
 class KernelClass:
     """The packed convs AMX computes, as `conv_templates.register_files` lists kernel classes."""
 
-    block = CONV_BLOCK
-
     def default_schedule(self, mod):
         return default_schedule(mod)
 
