@@ -110,3 +110,24 @@ def test_a_mean_over_the_innermost_axes_is_left_to_tuning():
     # NCHW's global average pool: the positions reduced are the innermost ones, no vector of results to read
     mod, _ = _scheduled(lambda x: topi.sum(x, axis=[2, 3]), (1, 64, 7, 7))
     assert not mod["main"].attrs or not mod["main"].attrs.get("tirx.is_scheduled", False)
+
+
+def test_a_layer_norm_gets_a_row_by_row_schedule_with_vector_partial_sums_and_computes_it():
+    mod, target = _scheduled(lambda x, g, b: topi.nn.layer_norm(x, g, b, axis=[-1], epsilon=1e-5),
+                             (1, 32, 256), (256,), (256,))
+    assert mod["main"].attrs.get("tirx.is_scheduled", False) and "T.vectorized" in mod["main"].script()
+    rng = np.random.default_rng(5)
+    x, gamma, beta = (rng.standard_normal(s).astype(np.float32) for s in ((1, 32, 256), (256,), (256,)))
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    expected = (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    # the partial sums add in another order than numpy's: float32 rounding, 1e-5 of values of order 1
+    np.testing.assert_allclose(_run(mod, target, x, gamma, beta, out_shape=(1, 32, 256)), expected, atol=1e-5)
+
+
+def test_a_softmax_gets_the_row_schedule_and_computes_it():
+    mod, target = _scheduled(lambda x: topi.nn.softmax(x, axis=-1), (4, 128, 128))
+    assert mod["main"].attrs.get("tirx.is_scheduled", False)
+    x = np.random.default_rng(6).standard_normal((4, 128, 128)).astype(np.float32) * 4
+    expected = np.exp(x - x.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(_run(mod, target, x, out_shape=(4, 128, 128)), expected, rtol=1e-5, atol=1e-7)
