@@ -600,7 +600,7 @@ def _tune(args) -> int:
     if spec.is_cross and board is None:
         raise QcompileError(f"target '{spec.name}' is another machine: measure on it with --rpc-tracker and --rpc-key")
     if board is None and (missing := spec.missing_here()):
-        raise QcompileError(f"target '{spec.name}' uses {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}, "
+        raise QcompileError(f"target '{spec.name}' uses {missing}, "
                             f"which this machine's CPU lacks: tune on a machine that has them (or measure there "
                             f"with --rpc-tracker and --rpc-key)")
     if args.tuning_log is not None and args.records is not None:

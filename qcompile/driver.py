@@ -183,7 +183,7 @@ def _runs_elsewhere(target: TargetSpec) -> str | None:
         missing = emulate.unavailable(target)
         return None if missing is None else f"built for {target.target.get('mtriple')}, and {missing}"
     if missing := target.missing_here():
-        return f"built for a CPU with {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}, which this one lacks"
+        return f"built for a CPU with {missing}, which this one lacks"
     return None
 
 

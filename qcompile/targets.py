@@ -47,18 +47,20 @@ class TargetSpec:
         """Canonical JSON of the whole target, e.g. for keying tuning records."""
         return json.dumps(self.target, sort_keys=True, separators=(",", ":"))
 
-    def missing_here(self) -> list[str]:
+    def missing_here(self) -> str | None:
         """The instruction-set extensions a library for this x86 target may use that this machine's CPU lacks
-        (AVX-512, VNNI, AMX, ...): it would stop with an illegal instruction here. Empty for other targets, and
-        where only the TVM runtime is installed (no LLVM to ask)."""
+        (AVX-512, VNNI, AMX, ...), the first four listed for a message: it would stop with an illegal instruction
+        here. None where nothing is missing, for other targets, and where only the TVM runtime is installed (no
+        LLVM to ask)."""
         import tvm
         from tvm.target import codegen
 
         if self.kind != "llvm" or self.is_cross or not _llvm_here():
-            return []
+            return None
         host = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
         wanted = codegen.llvm_get_cpu_features(self.tvm_target())
-        return sorted(f for f in set(wanted) - set(host) if f.startswith(_INSTRUCTION_SETS))
+        missing = sorted(f for f in set(wanted) - set(host) if f.startswith(_INSTRUCTION_SETS))
+        return f"{', '.join(missing[:4])}{' ...' * (len(missing) > 4)}" if missing else None
 
     def may_use_amx_here(self) -> bool:
         """Whether a library for this target may run AMX instructions on this machine: the CPU has AMX and the
@@ -81,6 +83,7 @@ class TargetSpec:
 ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_ARCH_PRCTL = 0x1023, 18, 158  # Linux x86-64
 
 
+@functools.cache
 def host_has_amx() -> bool:
     """Whether this machine's CPU has AMX-INT8 (Linux: the flags in /proc/cpuinfo)."""
     try:

@@ -33,7 +33,7 @@ from .kernels import CONV_BLOCK, IC_BLOCK, PACKINGS
 
 LANES = PACKINGS[intrinsics.AMX].lanes  # output channels of a packed block: 4 tiles of 16 sums wide
 TILE_LANES = 16  # int32 sums of a tile row
-ROW_BYTES = 64  # bytes of a tile row
+ROW_BYTES = PACKINGS[intrinsics.AMX].row  # bytes of a tile row: 64
 MAX_ROWS = 16
 
 
@@ -81,11 +81,17 @@ def tiles_for(width: int, groups: int, stride: int = 1) -> list[Tile]:
     channels and whose x-stride is `stride`, best first: the most pixels a tile (a divisor of the row: a ragged
     tile would need a predicate), two pixel tiles where they fit, two lane tiles."""
     found = []
-    for rows in sorted((r for r in range(1, MAX_ROWS + 1) if width % r == 0), reverse=True)[:2]:
+    for rows in row_tiles(width)[:2]:
         for pixel_tiles in (2, 1):
             if width % (rows * pixel_tiles) == 0:
                 found += [Tile(rows, pixel_tiles, lane_tiles, groups, stride) for lane_tiles in (2, 1)]
     return found
+
+
+def row_tiles(width: int) -> list[int]:
+    """The pixels a sum tile can hold of an output row `width` pixels wide, most first: the divisors of the row
+    up to 16 (a ragged tile would need a predicate)."""
+    return [rows for rows in range(min(width, MAX_ROWS), 0, -1) if width % rows == 0]
 
 
 @functools.cache

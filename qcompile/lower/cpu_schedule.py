@@ -243,7 +243,7 @@ def _row_normalization(func):
     try:
         factored = []
         for block in reductions:
-            outer, lanes = sch.split(sch.get_loops(block)[-1], factors=[None, ROW_LANES])
+            _, lanes = sch.split(sch.get_loops(block)[-1], factors=[None, ROW_LANES])
             factored.append(sch.rfactor(lanes, factor_axis=len(sch.get_loops(block)) - 2))
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         loops = sch.get_loops(blocks[-1])

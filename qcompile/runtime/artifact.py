@@ -192,8 +192,7 @@ def _local_device(sidecar: Sidecar, name: str):
         raise QcompileError(f"{name} is built for {triple}; it runs on that machine, not this one")
     spec = TargetSpec(name, target)
     if missing := spec.missing_here():
-        raise QcompileError(f"{name} is built for a CPU with {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}; "
-                            f"this machine's lacks them")
+        raise QcompileError(f"{name} is built for a CPU with {missing}; this machine's lacks them")
     if spec.may_use_amx_here():
         request_amx_permission()  # the tile state, which Linux grants a process only when asked
     if target["kind"] == "cuda":

@@ -110,10 +110,10 @@ def _pack_constant(value: np.ndarray, blocked, channels: int):
 class BlockedEpilogue:
     """Rewrite `op(unpack(acc), c)` as `unpack(op(acc, pack(c)))` for elementwise ops (add, multiply, shifts, floor,
     casts, clip, float activations, per-tensor quantize and dequantize around a float conv, 8-bit lookup tables)
-    with scalar or per-channel constants or tensors the
-    same for every channel (per-row scales), repeatedly: a packed conv's requantize chain then runs in
-    the blocked layout, where FuseOps fuses it into the conv as its epilogue, and one unpack of the final 8-bit
-    result is left instead of an int32 unpack and a separate requantize kernel.
+    with scalar or per-channel constants or tensors the same for every channel (per-row scales), repeatedly: a
+    packed conv's requantize chain then runs in the blocked layout, where FuseOps fuses it into the conv as its
+    epilogue, and one unpack of the final 8-bit result is left instead of an int32 unpack and a separate
+    requantize kernel.
 
     Channel concats of such results (channels filling their blocks) and max pooling run blocked too, so that an
     activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack → pack)."""

@@ -40,7 +40,7 @@ class _Pack(PyExprMutator):
         out_channels, groups = kernel.shape[0], int(attrs.groups)
         window = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         if groups == 1:
-            if integer and config.narrow and not _tiles_rows(_out_width(data, kernel, *window)):
+            if integer and config.narrow and not _tiles_rows(data, kernel, *window):
                 packing = config.narrow
                 out_block = packing.lanes
             block = (input_block(kernel.shape[1], out_block, packing.depth, packing.row) if integer
@@ -63,15 +63,17 @@ class _Pack(PyExprMutator):
         return self.builder_.emit_te(unpack, acc, out_channels, primfunc_name_hint=UNPACK)
 
 
-def _out_width(data, kernel, strides, padding, dilation) -> int:
-    return (int(data.ty.shape[3]) + padding[1] + padding[3] - (kernel.shape[3] - 1) * dilation[1] - 1) // strides[1] + 1
+def _out_size(size, padding, kernel, stride, dilation):
+    """Output pixels along one axis of `size` input pixels, `padding` added in all."""
+    return (size + padding - (kernel - 1) * dilation - 1) // stride + 1
 
 
-def _tiles_rows(width: int) -> bool:
-    """Whether AMX's tiles hold more than one pixel of an output row `width` pixels wide."""
-    from ..amx import tiles_for
+def _tiles_rows(data, kernel, strides, padding, dilation) -> bool:
+    """Whether AMX's tiles hold more than one pixel of the conv's output rows."""
+    from ..amx import row_tiles
 
-    return tiles_for(width, 2)[0].rows > 1
+    width = _out_size(int(data.ty.shape[3]), padding[1] + padding[3], kernel.shape[3], strides[1], dilation[1])
+    return row_tiles(width)[0] > 1
 
 
 def input_block(in_channels: int, oc_block: int, depth: int = IC_BLOCK, row: int | None = None) -> int:
@@ -137,8 +139,8 @@ def _window(data, kernel_hw, strides, padding, dilation):
     top, left, bottom, right = padding
     if any(padding):
         data = topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name=CONV_PAD)
-    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    out_h = _out_size(height, top + bottom, kh, sh, dh)
+    out_w = _out_size(width, left + right, kw, sw, dw)
     return data, out_h, out_w, lambda y, x, ry, rx: (y * sh + ry * dh, x * sw + rx * dw)
 
 
