@@ -26,7 +26,7 @@ from .runtime import artifact, verify
 from .runtime.deploy import emulate
 from .runtime.verify import VerifyConfig
 from .targets import TargetSpec
-from .tune import records
+from .tune import library, records
 from .tune.records import RecordSource
 
 HYBRID = ("int8-weights", "int8-dynamic")  # int8 weights without calibration (`quantize/passes/hybrid.py`)
@@ -238,6 +238,12 @@ def compile_model(request: CompileRequest, reporter: Reporter = SILENT) -> Compi
             kernels, found, total = records.apply(kernels, database, request.target.tvm_target())
             sidecar = dataclasses.replace(sidecar, tuned_kernels=[found, total])
             reporter.note(f"tuning records: {found} of {total} kernels tuned")
+        if request.records.folder is None and not request.records.untuned:
+            kernels, lent = library.lend(kernels, request.records.roots, request.target)
+            if lent:
+                sidecar = dataclasses.replace(sidecar, library_kernels=lent)
+                reporter.note(f"records library: {lent} more kernels scheduled as a same-shaped kernel of another "
+                              "model was tuned")
         executable = compiler.compile_kernels(kernels, request.target)
     return Compiled(executable, sidecar, lowered)
 

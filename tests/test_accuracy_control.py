@@ -55,6 +55,15 @@ def test_a_budget_that_only_fp32_meets_is_reported_as_not_met():
     assert ("a", "b", "c") not in calls  # every layer in FP32 is no INT8 build
 
 
+def test_the_search_gives_up_after_restores_in_a_row_that_gain_nothing():
+    layers = [f"l{i}" for i in range(40)]
+    evaluate, calls = fake_metric({**{layer: 0.0 for layer in layers}, "l3": 1.0}, base=80.0)
+    plan = search(layers, evaluate, fp32=95.0, metric="m", config=AccuracyConfig(0.3, measured=2, patience=5))
+    # l0, l1 (probed), l2 in vain; l3 gains and is kept; then l4…l8 in vain: it gives up, l9… never built
+    assert plan.restored == ("l3",) and not plan.met and len(plan.rejected) == 8
+    assert len(calls) == 1 + 2 + 1 + 1 + 5 and ("l3", "l9") not in calls
+
+
 def test_a_negative_budget_is_refused():
     with pytest.raises(QcompileError):
         AccuracyConfig(-1.0)

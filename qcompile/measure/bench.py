@@ -67,7 +67,7 @@ class Variant:
     run: object  # callable(threads) → one latency in seconds
     size_mb: float
     outputs: object = None  # callable(sample) → first output, for agreement
-    tuned: str = ""  # "found/total" kernels given tuned schedules, "untuned", or "" (not qcompile)
+    tuned: str = ""  # "found/total" kernels given tuned schedules, "untuned", or "" (not qcompile); "+N library"
     family: str = ""  # "untuned" for the builds of --compare untuned: their FP32 is their own speedup baseline
     samples: list = dataclasses.field(default_factory=list)  # latencies per thread count
 
@@ -158,6 +158,7 @@ def _tvm_variant(config: BenchConfig, request: CompileRequest, precision: str, x
         return timer()[0]
 
     tuned = "untuned" if sidecar.tuned_kernels is None else "{}/{}".format(*sidecar.tuned_kernels)
+    tuned += f" +{sidecar.library_kernels} library" if sidecar.library_kernels else ""
     return Variant("qcompile", precision, timed, size, outputs=lambda sample: model(*sample)[0], tuned=tuned)
 
 

@@ -15,17 +15,22 @@ from ..errors import QcompileError
 
 @dataclasses.dataclass(frozen=True)
 class AccuracyConfig:
-    """How much of the metric INT8 may lose, in points (the metric in percent), and how many of the top-ranked
-    layers have their one-layer-restored metric measured before the greedy restore orders them."""
+    """How much of the metric INT8 may lose, in points (the metric in percent), how many of the top-ranked
+    layers have their one-layer-restored metric measured before the greedy restore orders them, and after how
+    many restores in a row that gain nothing the search gives up (a budget out of reach would otherwise cost one
+    build per layer of the model)."""
 
     max_drop: float
     measured: int = 6
+    patience: int = 8
 
     def __post_init__(self):
         if not self.max_drop >= 0:
             raise QcompileError(f"{{max_accuracy_drop}} must be 0 or more points, not {self.max_drop}")
         if self.measured < 0:
             raise QcompileError(f"the number of layers measured one by one must be 0 or more, not {self.measured}")
+        if self.patience < 1:
+            raise QcompileError(f"the search's patience must be 1 or more restores, not {self.patience}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +86,8 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
     `config.measured` of them are each evaluated restored alone; they are tried in the order of the metric that
     gained, then the rest in ranking order, one per step; a layer is kept in FP32 only if the metric rises with it
     (a restore that gains nothing costs FP32 time for noise), and the search stops at the first step within
-    budget (at the latest with one layer left in INT8).
+    budget (at the latest with one layer left in INT8), or gives up after `config.patience` restores in a row
+    that gained nothing.
     `progress(step, kind)` hears of every measurement; kind: "start", "probe", "kept" or "rejected".
     Deterministic: ties keep the ranking's order; no set of layers is evaluated twice."""
     known: dict[frozenset, float] = {}
@@ -101,13 +107,18 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
             progress(probe, "probe")
         by_gain = sorted(range(len(probes)), key=lambda i: (-probes[i].metric, i))
         order = [ranked[i] for i in by_gain] + ranked[len(probes):]
+        in_vain = 0
         for layer in order[:-1]:  # all of them restored is the FP32 build, not an INT8 one
             candidate = steps[-1].restored + (layer,)
             tried = Step(candidate, measure(candidate))
             if tried.metric <= steps[-1].metric:
                 progress(tried, "rejected")
                 rejected.append(tried)  # no gain: the layer stays INT8 (and costs no FP32 time)
+                in_vain += 1
+                if in_vain == config.patience:
+                    break
                 continue
+            in_vain = 0
             progress(tried, "kept")
             steps.append(tried)
             if fp32 - tried.metric <= config.max_drop:

@@ -31,6 +31,12 @@ class Sidecar:
     verification: dict | None = None  # the build's outputs beside onnxruntime's (`verify.py`); None: older builds
     index_bounds: dict | None = None  # integer input → [lowest, highest] index of the table it looks up (Gather)
     accuracy_control: dict | None = None  # --max-accuracy-drop's plan: layers left in FP32, metric before/after
+    library_kernels: int = 0  # kernels given the records library's schedule of a same-shaped kernel (tune/library.py)
+
+    def tuning(self) -> str:
+        """The kernels' schedules in words: "untuned", or tuned of all, and those the records library lent."""
+        tuned = "untuned" if self.tuned_kernels is None else "{} of {} tuned".format(*self.tuned_kernels)
+        return tuned + (f", {self.library_kernels} from the records library" if self.library_kernels else "")
 
     def to_json(self) -> dict:
         return {
@@ -45,6 +51,7 @@ class Sidecar:
             "verification": self.verification,
             "index_bounds": self.index_bounds,
             "accuracy_control": self.accuracy_control,
+            "library_kernels": self.library_kernels,
         }
 
     @classmethod
@@ -57,6 +64,7 @@ class Sidecar:
             verification=data.get("verification"),
             index_bounds=data.get("index_bounds"),
             accuracy_control=data.get("accuracy_control"),
+            library_kernels=data.get("library_kernels", 0),
         )
 
 

@@ -16,7 +16,7 @@ from ..errors import QcompileError
 from ..lower import compiler, intrinsics
 from ..progress import SILENT, Reporter
 from ..runtime.deploy.remote import RemoteSpec
-from . import pick, records, transfer
+from . import library, pick, records, transfer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +91,13 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
     unrecorded = [task for task in tasks
                   if database.query_tuning_record(task.dispatched[0], target, "main") is None]
     transferred = transfer.TransferResult(0, 0)
-    if unrecorded and before:
+    libraries = [records.open_database(path, spec, create=False) for path in _libraries(config)]
+    if unrecorded and (before or libraries):
         with reporter.step(f"trying stored schedules on the {len(unrecorded)} kernels with no record"):
-            transferred = transfer.transfer([task.dispatched[0] for task in unrecorded], database, target, builder,
-                                            runner)
-        reporter.note(f"{transferred.kernels} of them got a record from a same-shaped kernel's schedule "
-                      f"({transferred.measured} candidates measured)")
+            transferred = transfer.transfer([task.dispatched[0] for task in unrecorded], [database, *libraries],
+                                            target, builder, runner)
+        reporter.note(f"{transferred.kernels} of them got a record from a same-shaped kernel's schedule, this "
+                      f"model's or the records library's ({transferred.measured} candidates measured)")
     extracted = tasks  # the kernels to search
     if config.untuned_only:
         extracted = [task for task in unrecorded
@@ -105,7 +106,7 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
             reporter.note(f"every kernel has a tuning record in {folder}")
             picked = _pick(tasks, set(), database, folder, target, config, builder, cores, reporter)
             return _finish(folder, 0, transferred.measured + picked.measured, time.monotonic() - start, False,
-                           reporter)
+                           reporter, config)
     reporter.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
                   + (f" (continuing from {before} stored)" if before else ""))
     # a smaller population than MetaSchedule's default (512): on a few cores the search itself, not the
@@ -131,7 +132,7 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
     searched = {id(task) for task, best in zip(extracted, watcher.best) if best != float("inf")}
     picked = _pick(tasks, searched, database, folder, target, config, builder, cores, reporter)
     return _finish(folder, len(contexts), transferred.measured + watcher.measured + picked.measured,
-                   time.monotonic() - start, watcher.stopped, reporter)
+                   time.monotonic() - start, watcher.stopped, reporter, config)
 
 
 def _pick(tasks, searched, database, folder, target, config, builder, cores, reporter) -> pick.PickResult:
@@ -151,10 +152,20 @@ def _pick(tasks, searched, database, folder, target, config, builder, cores, rep
     return result
 
 
-def _finish(folder, tasks, measured, seconds, stopped, reporter) -> TuneResult:
+def _libraries(config: TuneConfig) -> list[Path]:
+    """The records libraries (`library.py`) of the target under the roots a build would look in."""
+    spec = config.compile.target
+    found = [library.folder(root, spec) for root in records.RecordSource.default(config.root).roots]
+    return [path for path in found if records.count(path)]
+
+
+def _finish(folder, tasks, measured, seconds, stopped, reporter, config: TuneConfig) -> TuneResult:
     result = TuneResult(folder, tasks, measured, records.count(folder), seconds, stopped)
     if measured:
         records.add_tuning_time(folder, result.measured, result.seconds)
+        shared = library.folder(config.root or paths.user_records(), config.compile.target)
+        added = library.add(shared, folder, config.compile.target)
+        reporter.note(f"records library {shared}: {added} kernels' best schedules added")
     reporter.note(f"tuned {result.measured} candidates in {result.seconds / 60:.1f} min"
                   f"{' (stopped early)' if result.stopped_early else ''}; {result.stored} stored in {folder}")
     return result

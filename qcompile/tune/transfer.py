@@ -24,48 +24,60 @@ class TransferResult:
     measured: int  # candidates measured
 
 
-def transfer(kernels, database, target, builder, runner) -> TransferResult:
-    """Give each kernel of `kernels` (tuning tasks' modules, the kernel as `main`, none with a record in `database`)
-    the measured replays of the best schedules stored for kernels with its signature."""
-    from tvm import s_tir
-
+def transfer(kernels, databases, target, builder, runner) -> TransferResult:
+    """Give each kernel of `kernels` (tuning tasks' modules, the kernel as `main`, none with a record in the
+    first of `databases`, where records are stored) the measured replays of the best schedules stored in
+    `databases` (the model's own, then libraries: `library.py`) for kernels with its signature."""
     from . import records
 
-    donors = _donors(database)
+    donors_by = {}
+    for database in databases:
+        for key, found in donors(database).items():
+            donors_by.setdefault(key, found)
     recorded = measured = 0
     for mod in kernels:
         schedules = []
-        for record in donors.get(_signature(mod["main"]), []):
+        for record in donors_by.get(signature(mod["main"]), []):
             if len(schedules) == CANDIDATES:
                 break
-            sch = s_tir.Schedule(mod)
-            try:
-                _inline_epilogue(sch)
-                _without_epilogue_steps(record).apply_to_schedule(sch, remove_postproc=False)
-            except Exception:  # noqa: BLE001 - TVM's error for a trace that names blocks or loops this kernel lacks
-                continue
-            schedules.append(sch)
-        count, stored = records.measure(mod, schedules, database, target, builder, runner)
+            sch = replay(mod, record)
+            if sch is not None:
+                schedules.append(sch)
+        count, stored = records.measure(mod, schedules, databases[0], target, builder, runner)
         measured += count
         recorded += stored
     return TransferResult(recorded, measured)
 
 
-def _donors(database) -> dict:
+def replay(mod, record):
+    """The kernel `mod["main"]` scheduled by `record`'s trace, the steps on the donor's epilogue swapped for
+    inlining this kernel's; None where the trace does not apply (it names blocks or loops this kernel lacks)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    try:
+        _inline_epilogue(sch)
+        _without_epilogue_steps(record).apply_to_schedule(sch, remove_postproc=False)
+    except Exception:  # noqa: BLE001 - TVM's error for a trace that does not fit this kernel
+        return None
+    return sch
+
+
+def donors(database) -> dict:
     """The database's successfully measured records by kernel signature, fastest first."""
-    donors = {}
+    found = {}
     signatures = {}  # by workload: records share a few (ResNet-50's 1334 records, 87 workloads)
     for record in database.get_all_tuning_records():
         seconds = [float(s) for s in record.run_secs or []]
         if record.workload not in signatures:
-            signatures[record.workload] = _signature(record.workload.mod["main"])
-        signature = signatures[record.workload]
-        if signature and seconds and all(math.isfinite(s) and s < 1e9 for s in seconds):  # failures: 1e10 s
-            donors.setdefault(signature, []).append((sum(seconds) / len(seconds), record))
-    return {key: [record for _, record in sorted(found, key=lambda pair: pair[0])] for key, found in donors.items()}
+            signatures[record.workload] = signature(record.workload.mod["main"])
+        key = signatures[record.workload]
+        if key and seconds and all(math.isfinite(s) and s < 1e9 for s in seconds):  # failures: 1e10 s
+            found.setdefault(key, []).append((sum(seconds) / len(seconds), record))
+    return {key: [record for _, record in sorted(pairs, key=lambda pair: pair[0])] for key, pairs in found.items()}
 
 
-def _signature(func) -> tuple | None:
+def signature(func) -> tuple | None:
     """The anchor block's name and iteration space, and the element count and type of each buffer it reads: equal
     for kernels that share the loop nest tuning schedules, whatever their epilogue or data layout."""
     _, blocks = _blocks(func)
