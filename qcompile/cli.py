@@ -226,8 +226,12 @@ def _parser() -> argparse.ArgumentParser:
                                       "from the stored records. On CPUs, the search's best schedules of each kernel "
                                       "(and hand-written ones for int8 convs on VNNI) are then re-timed with the "
                                       "weights flushed from the caches, as in the running network, and the fastest "
-                                      "is what 'qcompile build' uses. Ctrl-C stops after the batch being measured "
-                                      "(and that re-timing) and keeps everything measured.")
+                                      "is what 'qcompile build' uses. Before searching, kernels with no record get "
+                                      "the measured replays of stored schedules of same-shaped kernels (this "
+                                      "model's, and the records library's: other models'); after it, what was tuned "
+                                      "joins the records library of --records (not with --tuning-log). Ctrl-C stops "
+                                      "after the batch being measured (and that re-timing) and keeps everything "
+                                      "measured.")
     tune.add_argument("model", type=Path, help="the ONNX model file")
     tune.add_argument("-t", "--target", default="x86",
                       help="preset, preset file or TVM target dict (default: x86, this machine's CPU); a board's "
@@ -289,11 +293,13 @@ def _add_tuning_log_options(parser: argparse.ArgumentParser) -> None:
     tuning = parser.add_argument_group("tuning records")
     tuning.add_argument("--tuning-log", type=Path, metavar="DIR",
                         help="apply the records in this folder (written by 'qcompile tune') instead of looking "
-                             "for this model and target's folder")
+                             "for this model and target's folder (and no records library)")
     tuning.add_argument("--records", type=Path, metavar="DIR",
                         help="look for this model and target's records under DIR first, then in the user's records "
                              "folder ($QCOMPILE_RECORDS or ~/.cache/qcompile/tuning_logs), then in those shipped "
-                             "with qcompile (default: those two)")
+                             "with qcompile (default: those two); kernels still without a record then take the "
+                             "schedule of a same-shaped kernel from those folders' records library (tuned in "
+                             "other models), if any")
     tuning.add_argument("--untuned", action="store_true",
                         help="ignore tuning records: compile with qcompile's default schedules (register-tile "
                              "templates for convs and matmuls, fixed schedules for the rest)")

@@ -51,16 +51,16 @@ def add(library: Path, source: Path, spec: TargetSpec) -> int:
             continue
         fastest: dict = {}
         for record in records.open_database(source / part, spec, create=False).get_all_tuning_records():
-            seconds, key = _seconds(record), tvm_ffi.structural_hash(record.workload.mod)
+            seconds, key = transfer.mean_seconds(record), tvm_ffi.structural_hash(record.workload.mod)
             if seconds is not None and (key not in fastest or fastest[key][0] > seconds):
                 fastest[key] = (seconds, record)
         if not (library / "target.json").is_file():
             records.write_target(library, spec)
         into = records.open_database(library / part, spec, create=True)
-        stored = {(tvm_ffi.structural_hash(r.workload.mod), tuple(r.run_secs)) for r in into.get_all_tuning_records()}
+        stored = {(tvm_ffi.structural_hash(r.workload.mod), _times(r)) for r in into.get_all_tuning_records()}
         for key, (_, record) in fastest.items():
             added.add(key)
-            if (key, tuple(record.run_secs)) not in stored:  # added by an earlier run
+            if (key, _times(record)) not in stored:  # added by an earlier run
                 into.commit_tuning_record(ms.database.TuningRecord(
                     record.trace, into.commit_workload(record.workload.mod), record.run_secs, record.target,
                     record.args_info))
@@ -118,13 +118,8 @@ def _open(path: Path, spec: TargetSpec):
     return records.load(path, spec), donors
 
 
-def _seconds(record) -> float | None:
-    import math
-
-    seconds = [float(s) for s in record.run_secs or []]
-    if not seconds or not all(math.isfinite(s) and s < 1e9 for s in seconds):  # failures are stored as 1e10 s
-        return None
-    return sum(seconds) / len(seconds)
+def _times(record) -> tuple[float, ...]:
+    return tuple(float(s) for s in record.run_secs)
 
 
 def main(argv: list[str]) -> int:

@@ -163,6 +163,7 @@ def _finish(folder, tasks, measured, seconds, stopped, reporter, config: TuneCon
     result = TuneResult(folder, tasks, measured, records.count(folder), seconds, stopped)
     if measured:
         records.add_tuning_time(folder, result.measured, result.seconds)
+    if measured and config.folder is None:  # a folder of the user's choosing (--tuning-log) stays on its own
         shared = library.folder(config.root or paths.user_records(), config.compile.target)
         added = library.add(shared, folder, config.compile.target)
         reporter.note(f"records library {shared}: {added} kernels' best schedules added")

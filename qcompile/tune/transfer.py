@@ -68,13 +68,20 @@ def donors(database) -> dict:
     found = {}
     signatures = {}  # by workload: records share a few (ResNet-50's 1334 records, 87 workloads)
     for record in database.get_all_tuning_records():
-        seconds = [float(s) for s in record.run_secs or []]
         if record.workload not in signatures:
             signatures[record.workload] = signature(record.workload.mod["main"])
-        key = signatures[record.workload]
-        if key and seconds and all(math.isfinite(s) and s < 1e9 for s in seconds):  # failures: 1e10 s
-            found.setdefault(key, []).append((sum(seconds) / len(seconds), record))
+        key, seconds = signatures[record.workload], mean_seconds(record)
+        if key and seconds is not None:
+            found.setdefault(key, []).append((seconds, record))
     return {key: [record for _, record in sorted(pairs, key=lambda pair: pair[0])] for key, pairs in found.items()}
+
+
+def mean_seconds(record) -> float | None:
+    """A record's mean measured time; None for a candidate that failed (stored as 1e10 s) or was not run."""
+    seconds = [float(s) for s in record.run_secs or []]
+    if not seconds or not all(math.isfinite(s) and s < 1e9 for s in seconds):
+        return None
+    return sum(seconds) / len(seconds)
 
 
 def signature(func) -> tuple | None:
