@@ -7,13 +7,15 @@ kernel is built around), and a ResNet's 3×3 conv on 56×56×64 is the same anch
 The library keeps, for each kernel a model was tuned on, its best schedule (the cold re-timing's pick where
 there is one, else the search's fastest), one database per kind of target (kind, triple, GPU arch and int8
 dot-product instruction: what decides whether a schedule applies and runs). `build` gives a kernel that has no
-record of its own the schedule of a library kernel with its signature (`transfer.signature`), replayed with
-that kernel's epilogue (`transfer.replay`), and `tune` starts its search from those replays, measured.
+record of its own the library's record of the same kernel (another model had it), else the schedule of a
+library kernel with its signature (`transfer.signature`), replayed with this kernel's epilogue
+(`transfer.replay`); `tune` starts its search from those replays, measured.
 
-Layout under a records root: `library/<kind>-<instruction>-<hash>/` holding MetaSchedule's two JSON files and
-`target.json` (the first target it was filled from). `qcompile tune` adds what it tuned to the user's library;
-the shipped one is made from the shipped INT8 records (the FP32 ones predate the packed float convs and
-match almost no kernel now) with `python -m qcompile.tune.library tuning_logs tuning_logs/*/int8/*`.
+Layout under a records root: `library/<kind>-<instruction>-<hash>/` holding MetaSchedule's two JSON files (the
+search's fastest record of each kernel), `picks/` (the picks) and `target.json` (the first target it was filled
+from). `qcompile tune` adds what it tuned to the library of the records root it writes under; the shipped one is
+made from the shipped INT8 records (the FP32 ones predate the packed float convs and match almost no kernel now)
+with `python -m qcompile.tune.library tuning_logs tuning_logs/*/int8/*`.
 """
 
 from __future__ import annotations
