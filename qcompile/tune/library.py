@@ -73,30 +73,23 @@ def lend(mod, roots, spec: TargetSpec) -> tuple[object, int]:
     """Schedule each kernel of `mod` that has no schedule yet from the libraries under `roots`, in order: the
     record of its own workload where one is there (another model with this very kernel), else the replay of a
     record of a kernel with its signature (picks first, then the fastest). Returns (module, kernels scheduled)."""
-    import tvm
-    from tvm import tirx
-
     lent = 0
-    for path in (folder(root, spec) for root in roots):
-        if not records.count(path):
-            continue
+    for path in found(roots, spec):
         database, donors = _opened(path, spec, (path / records.RECORDS).stat().st_mtime_ns)
+
+        def replayed(task, donors=donors):
+            replays = (transfer.replay(task, record) for record in donors.get(transfer.signature(task["main"]), []))
+            return next((sch for sch in replays if sch is not None), None)
+
         mod, exact, _ = records.apply(mod, database, spec.tvm_target())
-        lent += exact
-        replayed = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled", False):
-                continue
-            for record in donors.get(transfer.signature(func), []):
-                sch = transfer.replay(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), record)
-                if sch is not None:
-                    scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
-                    replayed[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
-                    break
-        for gvar, func in replayed.items():
-            mod[gvar] = func
-        lent += len(replayed)
+        mod, replays, _ = records.schedule_kernels(mod, replayed)
+        lent += exact + replays
     return mod, lent
+
+
+def found(roots, spec: TargetSpec) -> list[Path]:
+    """The libraries of `spec`'s kind of target under `roots` that hold records, in the roots' order."""
+    return [path for path in (folder(root, spec) for root in roots) if records.count(path)]
 
 
 def _opened(path: Path, spec: TargetSpec, modified: int):

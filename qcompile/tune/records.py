@@ -139,25 +139,29 @@ def apply(mod, database, target):
     function as `main` (with that global symbol), and the pass looks the bare function up. Here the lookup uses
     the same wrapping as task extraction. Returns (module, functions scheduled, functions looked up).
     """
+    return schedule_kernels(mod, lambda task: database.query_schedule(task, target=target, workload_name="main"))
+
+
+def schedule_kernels(mod, schedule_of):
+    """Replace each PrimFunc of `mod` not yet scheduled by `schedule_of(task)` (an `s_tir.Schedule` of the task,
+    the function as `main` as tuning tasks hold it; None: leave it), marked scheduled. Returns (module, functions
+    scheduled, functions looked up)."""
     import tvm
     from tvm import tirx
 
-    found, total = 0, 0
+    total = 0
     updates = {}
     for gvar, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled", False):
             continue
         total += 1
-        task = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-        sch = database.query_schedule(task, target=target, workload_name="main")
-        if sch is None:
-            continue
-        found += 1
-        scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
-        updates[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
+        sch = schedule_of(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))
+        if sch is not None:
+            scheduled = sch.mod["main"].with_attr("global_symbol", gvar.name_hint)
+            updates[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
     for gvar, func in updates.items():
         mod[gvar] = func
-    return mod, found, total
+    return mod, len(updates), total
 
 
 def measure(mod, schedules, database, target, builder, runner) -> tuple[int, bool]:

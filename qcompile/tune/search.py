@@ -91,7 +91,8 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
     unrecorded = [task for task in tasks
                   if database.query_tuning_record(task.dispatched[0], target, "main") is None]
     transferred = transfer.TransferResult(0, 0)
-    libraries = [records.open_database(path, spec, create=False) for path in _libraries(config)]
+    libraries = [records.open_database(path, spec, create=False)  # under the roots a build looks in
+                 for path in library.found(records.RecordSource.default(config.root).roots, spec)]
     if unrecorded and (before or libraries):
         with reporter.step(f"trying stored schedules on the {len(unrecorded)} kernels with no record"):
             transferred = transfer.transfer([task.dispatched[0] for task in unrecorded], [database, *libraries],
@@ -150,13 +151,6 @@ def _pick(tasks, searched, database, folder, target, config, builder, cores, rep
         result = pick.pick(kernels, database, picks, target, builder, _runner(config.remote, cores, cold=True))
     reporter.note(f"{result.kernels} kernels got a pick ({result.measured} candidates timed)")
     return result
-
-
-def _libraries(config: TuneConfig) -> list[Path]:
-    """The records libraries (`library.py`) of the target under the roots a build would look in."""
-    spec = config.compile.target
-    found = [library.folder(root, spec) for root in records.RecordSource.default(config.root).roots]
-    return [path for path in found if records.count(path)]
 
 
 def _finish(folder, tasks, measured, seconds, stopped, reporter, config: TuneConfig) -> TuneResult:
