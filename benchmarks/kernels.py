@@ -7,6 +7,7 @@ none) and, for the packed (dense) convs, the int8 multiply-adds per second. Kern
 model's latency, not a prediction of it.
 
     python benchmarks/kernels.py MODEL.onnx --calib DATA --preprocess tf [--precision int8] [--top 25]
+                                 [--input-shape NAME:DIMS]
 """
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompile import driver, targets
+from qcompile import cli, driver, targets
 from qcompile.lower import compiler
 from qcompile.tune import records
 from qcompile.driver import CompileRequest
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--calib-count", type=int, default=16)
     parser.add_argument("--preprocess", choices=sorted(PREPROCESS_PRESETS), default="torch")
     parser.add_argument("--precision", choices=driver.PRECISIONS, default="int8")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
+                        help="static shape of a dynamic input, as `qcompile build --input-shape` (repeatable)")
     parser.add_argument("--target", default="x86", help="a CPU preset this machine runs (default: x86)")
     parser.add_argument("--top", type=int, default=25, help="rows to print (the total covers every kernel)")
     parser.add_argument("--exclude-nodes", action="append", default=[], metavar="NAME|OPTYPE",
@@ -77,6 +80,7 @@ def profile(args) -> list[Kernel]:
     if args.precision == "int8":
         calib = DataSource(path=args.calib, count=args.calib_count, preprocess=PREPROCESS_PRESETS[args.preprocess])
     config = CompileRequest(model=args.model, target=spec, precision=args.precision, calib=calib,
+                            input_shapes=cli.parse_input_shapes(args.input_shape),
                             quant=QuantConfig(exclude=frozenset(args.exclude_nodes)))
     lowered_model = driver.lower_model(config)
     mod, sidecar = lowered_model.mod, lowered_model.sidecar

@@ -42,7 +42,7 @@ def _request(model, target, precision, calib, calib_count, preprocess, calibrati
 
 def build(model, output, *, target="x86", precision="int8", calib=None, calib_count=100, preprocess="tf",
           calibration="percentile", input_shapes=None, exclude=(), per_channel=True, records=None, report=None,
-          bundle=None, max_accuracy_drop=None, data=None, labels=None, data_count=100, verbose=False):
+          bundle=None, max_accuracy_drop=None, data=None, labels=None, data_count=100, verify=True, verbose=False):
     """Compile an ONNX model into a shared library `output` (.so) with its .json sidecar; returns the sidecar.
 
     `target`: a preset name, preset file, or TVM target dict as JSON (see `qcompile targets`); `calib`: a folder
@@ -51,7 +51,8 @@ def build(model, output, *, target="x86", precision="int8", calib=None, calib_co
     `tune.records.RecordSource`); `report`: a Markdown quantization report to write; `bundle`: a deploy kit
     folder to write; `precision`: int8, fp32, int8-weights or int8-dynamic; `max_accuracy_drop`: points of the
     metric INT8 may lose against FP32 on `data_count` held-out samples of `data` (default: of `calib`), top-1
-    against `labels` if given, layers restored to FP32 until it holds."""
+    against `labels` if given, layers restored to FP32 until it holds; `verify`: run the library beside
+    onnxruntime before writing it, and refuse one that does not compute the model."""
     import dataclasses
 
     from . import driver
@@ -64,7 +65,8 @@ def build(model, output, *, target="x86", precision="int8", calib=None, calib_co
         held_out = dataclasses.replace(_calibration(data or calib, data_count, preprocess), count=data_count)
         request = dataclasses.replace(request, accuracy=driver.AccuracyControl(
             AccuracyConfig(max_accuracy_drop), held_out, Path(labels) if labels else None))
-    emit = driver.EmitRequest(output=Path(output), report=report, bundle=bundle)
+    emit = driver.EmitRequest(output=Path(output), report=report, bundle=bundle,
+                              verify=driver.VerifyConfig(enabled=verify))
     return driver.build(request, emit, Reporter() if verbose else SILENT)
 
 

@@ -21,6 +21,7 @@ OPTION_FLAGS = {
     "rpc_key": "--rpc-key", "repeat": "--repeat", "warmup": "--warmup", "threads": "--threads",
     "compare_onnxruntime": "--compare onnxruntime", "report": "--report", "no_verify": "--no-verify",
     "verify_count": "--verify-count", "max_accuracy_drop": "--max-accuracy-drop", "accuracy_data": "--data",
+    "exclude": "--exclude-nodes",
 }
 
 

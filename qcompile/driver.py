@@ -166,8 +166,10 @@ def verify_build(request: CompileRequest, library: Path, sidecar: artifact.Sidec
     figures = verify.compare(ours, reference, [s.name for s in sidecar.outputs])
     why = verify.failure(figures, "fp32" if sidecar.precision == "fp32" else "int8", config)
     if why is not None:
+        hint = ("; {report} ranks the quantized tensors by error, {exclude} keeps layers in FP32, "
+                "{max_accuracy_drop} picks them" if sidecar.precision == "int8" else "")
         raise QcompileError(f"the build does not compute the model: {why}; nothing was written "
-                            f"({{no_verify}} writes it anyway)")
+                            f"({{no_verify}} writes it anyway){hint}")
     result = {"verified": True, "samples": len(samples), "inputs": described, "outputs": figures, "ran": how}
     reporter.note(verify.summary(result))
     return result

@@ -76,3 +76,43 @@ def test_the_pp_ocr_models_import_and_match_onnxruntime_in_fp32(name, shape, tmp
     (theirs,) = ort.InferenceSession(str(MODELS / name), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     # relative to the output's range: summation order alone moves it by ~1e-5 here
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
+
+
+def test_a_1d_conv_and_the_ops_after_it_become_a_2d_conv_over_one_row():
+    import tvm
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    from qcompile.frontend.conv1d_as_conv2d import Conv1dAsConv2d
+
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((5, 6, 1)).astype(np.float32)
+    bias = rng.standard_normal((1, 6, 1)).astype(np.float32)
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 4, 10), "float32")) -> R.Tensor((2, 5, 5), "float32"):
+            with R.dataflow():
+                c = R.nn.conv1d(x, R.const(w1), strides=[2], padding=[1, 1])
+                b = R.add(c, R.const(bias))
+                r = R.nn.relu(b)
+                y = R.nn.conv1d(r, R.const(w2))
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((2, 4, 10), "float32")) -> R.Tensor((2, 5, 5), "float32"):
+            with R.dataflow():
+                row = R.expand_dims(x, [2])
+                c = R.nn.conv2d(row, R.const(w1[:, :, None, :]), strides=[1, 2], padding=[0, 1, 0, 1])
+                b = R.add(c, R.const(bias.reshape(1, 6, 1, 1)))
+                r = R.nn.relu(b)
+                y = R.nn.conv2d(r, R.const(w2[:, :, None, :]))
+                out = R.squeeze(y, [2])
+                R.output(out)
+            return out
+
+    tvm.ir.assert_structural_equal(Conv1dAsConv2d()(Before), Expected)

@@ -54,6 +54,18 @@ CASES = {
     "MatMul of two activations (attention scores)": ([
         helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 1, 3, 2]),
         helper.make_node("MatMul", ["x", "xt"], ["y"])], [], X, X, 13),
+    # 1-D convs run as 2-D ones over a one-row image (Conv1dAsConv2d), bias and relu carried along, batch 2
+    "Conv 1-D (stride, padding, dilation)": ([
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2], pads=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], dilations=[2], pads=[2, 2])],
+        [_const("w1", RNG.standard_normal((6, 8, 3)).astype(np.float32)),
+         _const("b1", RNG.standard_normal(6).astype(np.float32)),
+         _const("w2", RNG.standard_normal((5, 6, 3)).astype(np.float32))], [2, 8, 20], [2, 5, 10], 13),
+    # one channel, a wide kernel (an STFT as a conv): its windows unfolded into a 1×1 conv's channels
+    "Conv 1-D over a raw signal": ([helper.make_node("Conv", ["x", "w"], ["y"], strides=[8])],
+                                   [_const("w", RNG.standard_normal((6, 1, 16)).astype(np.float32))],
+                                   [2, 1, 64], [2, 6, 7], 13),
     "BatchNormalization alone": ([helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"])],
                                  [_const("g", RNG.uniform(0.5, 2, 8).astype(np.float32)),
                                   _const("b", RNG.standard_normal(8).astype(np.float32)),

@@ -297,3 +297,57 @@ def test_blocked_epilogue_quantizes_a_float_convs_result_in_its_blocks_when_per_
     per_channel = _quantized_float_conv(np.full(16, 0.5, np.float32), np.zeros(16, np.int32), 1)
     assert quantize_input_rank(per_tensor) == 5  # NCHW8c
     assert quantize_input_rank(per_channel) == 4  # its channel axis means NCHW's: left after the unpack
+
+
+SIGNAL_FILTERS = np.arange(-24, 24, dtype=np.int8).reshape(6, 1, 1, 8)  # 6 filters of 8 taps over one channel
+
+
+def test_unfold_row_conv_reads_a_one_channel_conv_as_its_windows_and_a_1x1_conv():
+    from qcompile.lower.passes.unfold_row_conv import UnfoldRowConv
+
+    windows = (np.arange(9)[:, None] * 4 + np.arange(8)[None, :]).astype(np.int64)  # 9 outputs, stride 4
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 1, 1, 40), "uint8")) -> R.Tensor((2, 6, 1, 9), "int32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(SIGNAL_FILTERS), strides=[1, 4], out_dtype="int32")
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((2, 1, 1, 40), "uint8")) -> R.Tensor((2, 6, 1, 9), "int32"):
+            with R.dataflow():
+                taps = R.take(x, R.const(windows), axis=3, mode="clip")
+                channels_first = R.permute_dims(taps, [0, 1, 4, 2, 3])
+                unfolded = R.reshape(channels_first, [2, 8, 1, 9])
+                y = R.nn.conv2d(unfolded, R.const(SIGNAL_FILTERS.reshape(6, 8, 1, 1)), out_dtype="int32")
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(UnfoldRowConv()(Before), Expected)
+
+
+def test_an_unfolded_one_channel_conv_computes_numpys_integers():
+    from tvm import relax
+
+    from qcompile.lower import compiler
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((2, 1, 1, 40), "uint8")) -> R.Tensor((2, 6, 1, 7), "int32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(SIGNAL_FILTERS), strides=[1, 4], dilation=[1, 2], out_dtype="int32")
+                R.output(y)
+            return y
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 1, 40)).astype(np.uint8)
+    vm = relax.VirtualMachine(compiler.for_host(Module), tvm.cpu())
+    ours = vm["main"](tvm.runtime.tensor(x)).numpy()
+    taps = x[:, 0, 0, np.arange(7)[:, None] * 4 + np.arange(8)[None, :] * 2].astype(np.int64)  # [N, W', K]
+    expected = np.einsum("njk,ok->noj", taps, SIGNAL_FILTERS[:, 0, 0].astype(np.int64))[:, :, None, :]
+    np.testing.assert_array_equal(ours, expected)

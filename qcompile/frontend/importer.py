@@ -126,8 +126,8 @@ def static_inputs(model: OnnxModel, overrides: dict[str, tuple[int, ...]]) -> li
 
 def to_relax(model: OnnxModel, inputs: list[TensorSig]):
     """Import into a Relax IRModule with static input shapes and the weights bound as constants, in canonical
-    form (`prepare.Prepare`: batch norm and constants folded, Clip as a plain op), which every precision's
-    lowering expects (a float conv's bias and clip then run in its packed kernel)."""
+    form (`prepare.Prepare`: batch norm and constants folded, Clip as a plain op; 1-D convs as 2-D ones), which
+    every precision's lowering expects (a float conv's bias and clip then run in its packed kernel)."""
     from tvm.relax.frontend.onnx import from_onnx
 
     bad = unsupported_nodes(model)
@@ -136,6 +136,7 @@ def to_relax(model: OnnxModel, inputs: list[TensorSig]):
         others = sorted({n.op_type for n in bad} - {node.op_type})
         more = f" (also unsupported: {', '.join(others)})" if others else ""
         raise QcompileError(f"unsupported operator '{node.op_type}' at node '{node.name or '<unnamed>'}'{more}")
+    from .conv1d_as_conv2d import Conv1dAsConv2d
     from .prepare import Prepare
     from .safe_take import SafeTake
 
@@ -148,7 +149,7 @@ def to_relax(model: OnnxModel, inputs: list[TensorSig]):
         )
     except Exception as err:  # the importer raises many kinds; the user needs the first line
         raise QcompileError(f"TVM could not import {model.path.name}: {_first_line(err)}") from None
-    return Prepare()(SafeTake()(mod))
+    return Prepare()(Conv1dAsConv2d()(SafeTake()(mod)))
 
 
 def index_bounds(model: OnnxModel, inputs: list[TensorSig]) -> dict[str, list[int]]:

@@ -22,6 +22,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     from .passes.fast_math import FastMath
     from .passes.matmul_as_conv import MatmulAsConv
     from .passes.pack_conv import PackConv
+    from .passes.unfold_row_conv import UnfoldRowConv
 
     passes = []
     target = spec.tvm_target()
@@ -40,6 +41,8 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
             MatmulAsConv(floats=float_block is not None),
             # an upsampling transposed conv (kernel = stride) as a 1×1 conv and a pixel shuffle
             *([ConvTransposeAsConv()] if float_block is not None else []),
+            # a one-row conv over 1-3 channels (a 1-D conv over a raw signal) as its windows and a 1×1 conv
+            UnfoldRowConv(),
             # depthwise convs packed on CPUs only: on CUDA dlight's generic rules take them, in NCHW
             PackConv(packing, depthwise_block=lanes if spec.kind == "llvm" else None, float_block=float_block,
                      narrow=PACKINGS.get(dot)),

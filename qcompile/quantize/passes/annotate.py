@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import tvm
 from tvm import relax
@@ -11,7 +12,7 @@ from tvm.relax import PyExprMutator, expr_functor
 
 from .. import ops
 from ..ops import Role
-from ...ir import bias_of, clamp_of, op_name, rewrite_main
+from ...ir import bias_of, clamp_of, constant_value, op_name, rewrite_main
 from ..markers import QUANT_POINT, WEIGHT_POINT
 
 
@@ -45,13 +46,17 @@ def _plan(func: relax.Function, exclusions: Exclusions):
 
     An anchor always takes quantized inputs; a merge or pass-through op only when its own output is
     wanted quantized, so float regions (softmax, unknown ops) get no pointless quantize/dequantize.
-    A pass-through op's output shares its input's parameters (tied to the same point).
+    A pass-through op's output shares its input's parameters (tied to the same point). A recurrence's state (the
+    input of an anchor computed from an earlier anchor with the same weights: an unrolled LSTM/GRU's hidden
+    state) is quantized where the anchor reads it, and what computes it stays FP32: rounded to 8 bits at every
+    step, the error of the cell state compounds over the sequence.
     """
     bindings = [b for block in func.body.blocks for b in block.bindings]
     consumers = consumers_of(bindings)
     nodes = onnx_nodes(bindings, exclusions.anchor_names)
     excluded = excluded_vars(bindings, exclusions, nodes)
     epilogue = _epilogues(bindings, consumers, excluded)
+    states = _recurrent_states(bindings)
 
     wanted, requests, weights, tie = set(), {}, {}, {}
     for b in reversed(bindings):
@@ -59,7 +64,7 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         rule = ops.lookup(op_name(call) or "")
         if rule is None or b.var in epilogue or b.var in excluded:
             continue
-        if rule.role is not Role.ANCHOR and b.var not in wanted:
+        if rule.role is not Role.ANCHOR and (b.var not in wanted or b.var in states):
             continue
         indices = rule.activations(call)
         operands = rule.operands(call)
@@ -87,6 +92,41 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         label = _label(x, producers, nodes, epilogue)
         labels[x] = label if label not in labels.values() else f"{label} ({x.name})"
     return requests, weights, {x: _root(x, tie) for x in wanted}, labels
+
+
+def _recurrent_states(bindings) -> set:
+    """The activation inputs of anchors that depend on an earlier anchor with the same constant weights."""
+    # anchors' weights are hashed once each; without shared weights (a feed-forward net) nothing else is done
+    uses = {}
+    for b in bindings:
+        for weight in _anchor_weights(b.value):
+            uses[weight] = uses.get(weight, 0) + 1
+    shared = {w for w, count in uses.items() if count > 1}
+    if not shared:
+        return set()
+    upstream, states = {}, set()  # var → the shared weights of the anchors it is computed from
+    for b in bindings:
+        own = set(_anchor_weights(b.value)) & shared
+        seen = set().union(*(upstream.get(a, ()) for a in var_args(b.value)))
+        if own & seen:
+            call = b.value
+            rule = ops.lookup(op_name(call))
+            states.update(x for i, x in enumerate(rule.operands(call))
+                          if i in rule.activations(call) and upstream.get(x, set()) & own)
+        if own | seen:
+            upstream[b.var] = own | seen
+    return states
+
+
+def _anchor_weights(call) -> list:
+    """Keys of the constant weights of an anchor call (none for other calls): equal for equal values, as an
+    unrolled recurrence may hold one copy of its weights per step."""
+    rule = ops.lookup(op_name(call) or "")
+    if rule is None or rule.role is not Role.ANCHOR:
+        return []
+    operands = rule.operands(call)
+    values = [constant_value(operands[i]) for i in rule.weights(call)]
+    return [(v.shape, str(v.dtype), hashlib.sha1(v.tobytes()).hexdigest()) for v in values if v is not None]
 
 
 def _root(var, tie):
