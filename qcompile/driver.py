@@ -359,14 +359,16 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
         layer = step.restored[-1] if step.restored else ""
         what = {"start": "all layers in INT8", "probe": f"only {layer} in FP32 (probe)",
                 "kept": f"{layer} to FP32, kept ({len(step.restored)} in FP32)",
-                "rejected": f"{layer} to FP32 gains nothing, stays INT8"}[kind]
+                "rejected": f"{layer} to FP32 gains nothing, stays INT8",
+                "prefix": f"{len(step.restored)} layers in FP32, the nearest the input"}[kind]
         reporter.note(f"accuracy control: {what}: {metric_name} {step.metric:.2f} (FP32 {fp32:.2f})")
 
     fp32 = metric(reference)
     with reporter.step(f"accuracy control: calibrating on {len(samples)} samples and ranking the layers"):
         first = quantize_with((), reporter)
         ranked = sensitivity.rank_layers(first, report.build_report(first, samples[:8], compiler.for_host), names)
-    plan = fallback.search(ranked, evaluate, fp32, metric_name, control.config, progress)
+    plan = fallback.search(ranked, evaluate, fp32, metric_name, control.config, progress,
+                           from_input=sensitivity.in_graph_order(first, names))
     reporter.note(plan.summary())
     if not plan.met:
         raise QcompileError(f"{{max_accuracy_drop}} {control.config.max_drop:g} is not met with {len(plan.restored)} "
@@ -397,9 +399,15 @@ def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs):
 
 
 def _metric(reference, labels, output_shape):
-    """(name, outputs [samples, values] → points) of the metric accuracy control holds: top-1 with labels; else,
-    for class scores (one dimension that is not 1, or probabilities over the last axis: a sequence recognizer's
-    per-step softmax), the top-1 agreement with FP32 at every position; else the cosine to FP32."""
+    """(name, outputs [samples, values] → points) of the metric accuracy control holds: top-1 with labels; else
+    FP32's answer, read the way the output's form says:
+    - probabilities over the last axis at several positions (a sequence recognizer's per-step softmax): the share
+      of samples decoded to FP32's text (greedy CTC: per-step classes, repeats merged, the blank dropped, taken
+      to be the class FP32 picks most often);
+    - class scores (one dimension that is not 1) or a softmax: the top-1 agreement;
+    - independent probabilities (every value in [0, 1], not summing to 1: a VAD's per-frame speech probability, a
+      multi-label sigmoid): the share of values on FP32's side of 0.5;
+    - anything else: the cosine to FP32."""
     import numpy as np
 
     if labels is not None:
@@ -407,6 +415,16 @@ def _metric(reference, labels, output_shape):
     classes = int(output_shape[-1])
     rows = reference.reshape(len(reference), -1, classes)
     probabilities = classes > 1 and rows.min() >= 0 and np.allclose(rows.sum(-1), 1, atol=1e-3)
+    if probabilities and rows.shape[1] > 1:
+        blank = int(np.bincount(rows.argmax(-1).ravel()).argmax())
+        expected = [_decoded(r, blank) for r in rows.argmax(-1)]
+        return ("decoded sequences equal to FP32's (%)",
+                lambda out: 100 * float(np.mean([np.array_equal(_decoded(o, blank), e) for o, e in
+                                                 zip(out.reshape(rows.shape).argmax(-1), expected)])))
+    if not probabilities and reference.min() >= 0 and reference.max() <= 1:
+        decisions = reference > 0.5
+        return ("decisions (> 0.5) as FP32's (%)",
+                lambda out: 100 * float(np.mean((out.reshape(reference.shape) > 0.5) == decisions)))
     if sum(1 for d in output_shape if d != 1) == 1 or probabilities:
         top = rows.argmax(-1)
         return ("top-1 agreement with FP32 (%)",
@@ -418,6 +436,14 @@ def _metric(reference, labels, output_shape):
         return 100 * float(np.mean(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), 1.0)))
 
     return "output cosine to FP32 (×100)", cosine
+
+
+def _decoded(classes, blank: int):
+    """Greedy CTC decoding of per-step classes: consecutive repeats merged, then the blank dropped."""
+    import numpy as np
+
+    merged = classes[np.r_[True, classes[1:] != classes[:-1]]]
+    return merged[merged != blank]
 
 
 def _on_host(mod, inputs, outputs) -> artifact.CompiledModel:

@@ -64,6 +64,25 @@ def test_the_search_gives_up_after_restores_in_a_row_that_gain_nothing():
     assert len(calls) == 1 + 2 + 1 + 1 + 5 and ("l3", "l9") not in calls
 
 
+def test_error_spread_over_the_first_layers_is_found_by_bisecting_from_the_input():
+    # no layer gains alone; the budget holds once the first 5 of 32 layers (graph order) are all in FP32
+    layers = [f"l{i}" for i in range(32)]
+    calls = []
+
+    def evaluate(restored):
+        calls.append(tuple(restored))
+        return 95.0 if {f"l{i}" for i in range(5)} <= set(restored) else 80.0
+
+    ranked = layers[::-1]  # the ranking suspects the last layers
+    plan = search(ranked, evaluate, fp32=95.0, metric="m", config=AccuracyConfig(0.3, measured=2, patience=3),
+                  from_input=layers)
+    assert plan.met and plan.restored == tuple(layers[:5])
+    # INT8, 2 probes (also the first 2 restores in vain), a 3rd in vain, then prefixes of 31, 15, 7, 3, 5, 4
+    # layers: about log2(32) builds
+    assert len(calls) == 1 + 2 + 1 + 6 and len(calls) == len(set(frozenset(c) for c in calls))
+    assert [len(s.restored) for s in plan.rejected[-2:]] == [3, 4]  # the prefixes that fell short
+
+
 def test_a_negative_budget_is_refused():
     with pytest.raises(QcompileError):
         AccuracyConfig(-1.0)
@@ -147,3 +166,26 @@ def test_eval_reports_the_controlled_build_on_samples_the_search_did_not_see(cap
             if line.startswith("| fp32") or line.startswith("| int8")}
     assert top1["fp32"] == 1.0  # the labels are FP32's own answers
     assert top1["int8"] < 0.6 and top1["int8 (≤10 drop)"] >= 0.9
+
+
+def test_the_metric_reads_each_output_form_the_way_its_task_does():
+    from qcompile.driver import _metric
+
+    rng = np.random.default_rng(4)
+    # a VAD's per-frame probabilities: decisions at 0.5, not the argmax frame
+    speech = rng.uniform(0, 1, (4, 64)).astype(np.float32)
+    name, metric = _metric(speech, None, (64,))
+    flipped = speech.copy()
+    flipped[0, :8] = 1 - flipped[0, :8]  # 8 of 256 decisions turned over, the peaks left where they were
+    assert name.startswith("decisions") and metric(speech) == 100
+    assert metric(flipped) == pytest.approx(100 * (1 - np.mean((speech[0, :8] > 0.5) != (flipped[0, :8] > 0.5)) / 32))
+    # a CTC recognizer's per-step softmax: the decoded text (repeats merged, the blank 0 dropped) decides
+    steps = np.eye(5, dtype=np.float32)[[[0, 1, 1, 0, 2, 2], [3, 3, 0, 4, 4, 0]]]  # [2 samples, 6 steps, 5 classes]
+    name, metric = _metric(steps, None, (6, 5))
+    shifted = np.eye(5, dtype=np.float32)[[[0, 1, 0, 0, 2, 0], [3, 0, 0, 4, 0, 0]]]  # the same texts, other steps
+    wrong = np.eye(5, dtype=np.float32)[[[0, 1, 1, 0, 2, 2], [3, 3, 0, 2, 4, 0]]]  # the second text differs
+    assert name.startswith("decoded sequences")
+    assert (metric(steps), metric(shifted.reshape(2, -1)), metric(wrong.reshape(2, -1))) == (100, 100, 50)
+    # class scores (logits): top-1
+    name, _ = _metric(rng.standard_normal((4, 10)).astype(np.float32), None, (1, 10))
+    assert name.startswith("top-1 agreement")

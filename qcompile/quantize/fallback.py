@@ -79,7 +79,8 @@ class FallbackPlan:
 
 
 def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32: float, metric: str,
-           config: AccuracyConfig, progress: Callable[[Step, str], None] = lambda step, kind: None) -> FallbackPlan:
+           config: AccuracyConfig, progress: Callable[[Step, str], None] = lambda step, kind: None,
+           from_input: list[str] | None = None) -> FallbackPlan:
     """Restore layers to FP32 until `fp32 - evaluate(restored) <= config.max_drop`.
 
     `ranked`: the quantized layers, most suspect first (by their measured quantization error). The first
@@ -88,7 +89,11 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
     (a restore that gains nothing costs FP32 time for noise), and the search stops at the first step within
     budget (at the latest with one layer left in INT8), or gives up after `config.patience` restores in a row
     that gained nothing.
-    `progress(step, kind)` hears of every measurement; kind: "start", "probe", "kept" or "rejected".
+    Where no single layer gains (the error is spread over many, each too small alone: an audio encoder whose every
+    conv reads 8-bit magnitudes) and `from_input` gives the quantized layers in graph order, the search then
+    bisects for the fewest layers nearest the input that, restored with those already kept, meet the budget
+    (about log2(layers) more builds; the metric is taken to improve as the prefix grows).
+    `progress(step, kind)` hears of every measurement; kind: "start", "probe", "kept", "rejected" or "prefix".
     Deterministic: ties keep the ranking's order; no set of layers is evaluated twice."""
     known: dict[frozenset, float] = {}
 
@@ -123,5 +128,37 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
             steps.append(tried)
             if fp32 - tried.metric <= config.max_drop:
                 break
+        if fp32 - steps[-1].metric > config.max_drop and from_input:
+            met, failed = _input_prefix(from_input, steps[-1].restored, measure, fp32, config.max_drop, progress)
+            steps += met
+            rejected += failed
     return FallbackPlan(metric=metric, fp32=fp32, max_drop=config.max_drop, probes=probes, steps=tuple(steps),
                         rejected=tuple(rejected))
+
+
+def _input_prefix(from_input: list[str], kept: tuple[str, ...], measure, fp32: float, max_drop: float,
+                  progress) -> tuple[list[Step], list[Step]]:
+    """A bisection for the shortest prefix of `from_input` that, restored with `kept`, meets the budget: (the
+    steps that met it, longest prefix first; those that did not). Nothing met if not even all but the last layer
+    (all of them is the FP32 build) do."""
+
+    def tried(count: int) -> Step:
+        restored = kept + tuple(layer for layer in from_input[:count] if layer not in kept)
+        step = Step(restored, measure(restored))
+        progress(step, "prefix")
+        return step
+
+    met, failed = [], []
+    low, high = 0, len(from_input) - 1  # the prefix of `low` layers is known to fail
+    if high > low:
+        (met if fp32 - (step := tried(high)).metric <= max_drop else failed).append(step)
+    while met and high - low > 1:
+        count = (low + high) // 2
+        step = tried(count)
+        if fp32 - step.metric <= max_drop:
+            met.append(step)
+            high = count
+        else:
+            failed.append(step)
+            low = count
+    return met, failed

@@ -15,6 +15,24 @@ def rank_layers(quantized, report, anchor_names: dict) -> list[str]:
     """The ONNX names of the layers computed in integers, most added noise first (ties in graph order)."""
     noise = {p.label: 10 ** (-p.sqnr_db / 10) for p in report.points}
     output_noise = 10 ** (-report.output_sqnr_db / 10)
+    bindings, layers, labels = _layers(quantized, anchor_names)
+    consumers = consumers_of(bindings)
+    scored = []
+    for order, (var, name, inputs) in enumerate(layers):
+        after = _next_point(var, consumers, labels)
+        added = (output_noise if after is None else noise.get(after, 0.0)) - max(noise.get(i, 0.0) for i in inputs)
+        scored.append((-added, order, name))
+    return [name for _, _, name in sorted(scored)]
+
+
+def in_graph_order(quantized, anchor_names: dict) -> list[str]:
+    """The ONNX names of the layers computed in integers, nearest the input first."""
+    return [name for _, name, _ in _layers(quantized, anchor_names)[1]]
+
+
+def _layers(quantized, anchor_names: dict):
+    """(bindings of the annotated `main`, [(var, ONNX name, labels of its quantized inputs)] of the layers in
+    integers in graph order, quantized var → its label)."""
     bindings = [b for block in quantized.annotated["main"].body.blocks for b in block.bindings]
     nodes = onnx_nodes(bindings, anchor_names)
     labels = {}
@@ -22,16 +40,12 @@ def rank_layers(quantized, report, anchor_names: dict) -> list[str]:
         found = marker(b.value)
         if found is not None and found[0] == QUANT_POINT:
             labels[b.var] = found[1][2].value
-    consumers = consumers_of(bindings)
-    scored = []
-    for order, b in enumerate(bindings):
+    layers = []
+    for b in bindings:
         inputs = [labels[a] for a in var_args(b.value) if a in labels]
-        if b.var not in nodes or not inputs:
-            continue  # not a layer, or one left in FP32
-        after = _next_point(b.var, consumers, labels)
-        added = (output_noise if after is None else noise.get(after, 0.0)) - max(noise.get(i, 0.0) for i in inputs)
-        scored.append((-added, order, nodes[b.var]))
-    return [name for _, _, name in sorted(scored)]
+        if b.var in nodes and inputs:  # a layer, and not one left in FP32
+            layers.append((b.var, nodes[b.var], inputs))
+    return bindings, layers, labels
 
 
 def _next_point(var, consumers, labels) -> str | None:
