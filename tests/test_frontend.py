@@ -116,3 +116,21 @@ def test_a_1d_conv_and_the_ops_after_it_become_a_2d_conv_over_one_row():
             return out
 
     tvm.ir.assert_structural_equal(Conv1dAsConv2d()(Before), Expected)
+
+
+def test_a_batch_norm_after_a_1d_conv_is_folded_into_it(tmp_path):
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 8, 3)).astype(np.float32), "w"),
+             *(numpy_helper.from_array(rng.uniform(0.5, 2, 6).astype(np.float32), name) for name in ("g", "v")),
+             *(numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), name) for name in ("b", "m"))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 20])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "conv_bn.onnx")
+    model = importer.load(tmp_path / "conv_bn.onnx")
+    text = importer.to_relax(model, importer.static_inputs(model, {}))["main"].script()
+    # one conv with the batch norm in its weights and bias: nothing of the norm left to run
+    assert text.count("R.nn.conv2d") == 1 and "batch_norm" not in text and "multiply" not in text, text

@@ -26,6 +26,7 @@ class _AsConv2d(PyExprMutator):
     def __init__(self, mod):
         super().__init__(mod)
         self.rows = {}  # a [N, C, L] result → the same values as [N, C, 1, L]
+        self.norms = {}  # a batch norm over a [N, C, L] result → the same batch norm over its [N, C, 1, L] view
 
     def visit_call_(self, op):
         call = super().visit_call_(op)
@@ -44,7 +45,21 @@ class _AsConv2d(PyExprMutator):
             return self._binary(call)
         if name == "relax.strided_slice":
             return self._slice(call)
+        if name == "relax.nn.batch_norm" and int(call.attrs.axis) == 1:
+            row = self._row(call.args[0])
+            if row is not None:  # over channels in either view: then folded into the conv by Prepare
+                result = self.builder_.emit(call)
+                self.norms[result] = self.builder_.emit(relax.Call(call.op, [row, *call.args[1:]], call.attrs,
+                                                                   call.ty_args))
+                return result
         return call
+
+    def visit_tuple_getitem_(self, op):
+        item = super().visit_tuple_getitem_(op)
+        norm = self.norms.get(alias_root(self.lookup_binding, item.tuple_value))
+        if norm is None or item.index != 0:
+            return item
+        return self._squeezed(relax.TupleGetItem(norm, 0))
 
     def _conv(self, call):
         attrs = call.attrs
@@ -116,8 +131,8 @@ def _lifted(operand):
 @tvm.transform.module_pass(opt_level=0, name="qcompile.Conv1dAsConv2d")
 class Conv1dAsConv2d:
     """Rewrite `conv1d(x, W)` ([N, C, L], NCW/OIW) as `squeeze(conv2d(expand_dims(x, 2), expand_dims(W, 2)), 2)`,
-    with stride, padding and dilation on the width, and carry the elementwise ops and channel slices after it
-    (bias add, relu, a magnitude's power/add/sqrt) into the [N, C, 1, L] view, so that the next conv1d reads it
+    with stride, padding and dilation on the width, and carry the elementwise ops, channel slices and batch
+    norms after it (bias add, relu, a magnitude's power/add/sqrt) into the [N, C, 1, L] view, so that the next conv1d reads it
     without the squeeze and expand_dims in between.
 
     Every later stage knows conv2d: the quantizer's conv rule, the packed layouts and their default schedules,
