@@ -134,3 +134,26 @@ def test_a_batch_norm_after_a_1d_conv_is_folded_into_it(tmp_path):
     text = importer.to_relax(model, importer.static_inputs(model, {}))["main"].script()
     # one conv with the batch norm in its weights and bias: nothing of the norm left to run
     assert text.count("R.nn.conv2d") == 1 and "batch_norm" not in text and "multiply" not in text, text
+
+
+def test_1d_convs_quantize_to_integer_convs(tmp_path):
+    # TVM's conv1d had no quantizer rule: a 1-D conv net's "INT8" build kept every conv in FP32
+    from qcompile.quantize.quantizer import QuantConfig, anchor_names, quantize
+    from qcompile.quantize.report import count_ops
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 1, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 6, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], strides=[4]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1])]
+    graph = helper.make_graph(nodes, "signal", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 13])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "signal.onnx")
+    model = importer.load(tmp_path / "signal.onnx")
+    samples = [[rng.standard_normal((1, 1, 64)).astype(np.float32)] for _ in range(4)]
+    realized = quantize(importer.to_relax(model, importer.static_inputs(model, {})), samples, QuantConfig(),
+                        anchor_names(model)).mod
+    assert count_ops(realized)[:2] == (2, 0)  # both convs in integers, none in FP32
