@@ -120,10 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                           help="restore the layers whose quantization costs the most to FP32, one at a time, until "
                                "the INT8 metric is at most POINTS (percentage points) below FP32's on held-out "
-                               "data: top-1 with --labels, else the top-1 agreement with FP32 (class scores) or the "
-                               "outputs' cosine to FP32 ×100; the plan goes into the sidecar. It fails, writing "
-                               "nothing, when the budget is not met, at the latest after 8 restores in a row gain "
-                               "nothing (default: off)")
+                               "data: top-1 with --labels, else agreement with FP32 read by the output's form (top-1 "
+                               "of class scores, the decoded text of a per-step softmax, decisions at 0.5 of "
+                               "independent probabilities) or the outputs' cosine to FP32 ×100; where no single "
+                               "layer helps, the fewest layers nearest the input that do. The plan goes into the "
+                               "sidecar. It fails, writing nothing, when the budget is not met (default: off)")
     accuracy.add_argument("--data", type=Path, metavar="DIR|FILE",
                           help="held-out inputs for --max-accuracy-drop, as for --calib (default: calibration "
                                "samples the calibration did not use)")
