@@ -118,6 +118,16 @@ def test_a_1d_conv_and_the_ops_after_it_become_a_2d_conv_over_one_row():
     tvm.ir.assert_structural_equal(Conv1dAsConv2d()(Before), Expected)
 
 
+def _signal_model(path, nodes, inits, in_shape, out_shape):
+    """A float model of `nodes` from input x to output y, saved at `path` and loaded as the importer reads it."""
+    graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.save(proto, path)
+    return importer.load(path)
+
+
 def test_a_batch_norm_after_a_1d_conv_is_folded_into_it(tmp_path):
     rng = np.random.default_rng(4)
     inits = [numpy_helper.from_array(rng.standard_normal((6, 8, 3)).astype(np.float32), "w"),
@@ -125,12 +135,7 @@ def test_a_batch_norm_after_a_1d_conv_is_folded_into_it(tmp_path):
              *(numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), name) for name in ("b", "m"))]
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
              helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
-    graph = helper.make_graph(nodes, "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 20])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 20])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    proto.ir_version = 8
-    onnx.save(proto, tmp_path / "conv_bn.onnx")
-    model = importer.load(tmp_path / "conv_bn.onnx")
+    model = _signal_model(tmp_path / "conv_bn.onnx", nodes, inits, [1, 8, 20], [1, 6, 20])
     text = importer.to_relax(model, importer.static_inputs(model, {}))["main"].script()
     # one conv with the batch norm in its weights and bias: nothing of the norm left to run
     assert text.count("R.nn.conv2d") == 1 and "batch_norm" not in text and "multiply" not in text, text
@@ -147,12 +152,7 @@ def test_1d_convs_quantize_to_integer_convs(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], strides=[4]),
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1])]
-    graph = helper.make_graph(nodes, "signal", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 13])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    proto.ir_version = 8
-    onnx.save(proto, tmp_path / "signal.onnx")
-    model = importer.load(tmp_path / "signal.onnx")
+    model = _signal_model(tmp_path / "signal.onnx", nodes, inits, [1, 1, 64], [1, 4, 13])
     samples = [[rng.standard_normal((1, 1, 64)).astype(np.float32)] for _ in range(4)]
     realized = quantize(importer.to_relax(model, importer.static_inputs(model, {})), samples, QuantConfig(),
                         anchor_names(model)).mod
