@@ -416,8 +416,9 @@ def _metric(reference, labels, output_shape):
     rows = reference.reshape(len(reference), -1, classes)
     probabilities = classes > 1 and rows.min() >= 0 and np.allclose(rows.sum(-1), 1, atol=1e-3)
     if probabilities and rows.shape[1] > 1:
-        blank = int(np.bincount(rows.argmax(-1).ravel()).argmax())
-        expected = [_decoded(r, blank) for r in rows.argmax(-1)]
+        best = rows.argmax(-1)
+        blank = int(np.bincount(best.ravel()).argmax())
+        expected = [_decoded(r, blank) for r in best]
         return ("decoded sequences equal to FP32's (%)",
                 lambda out: 100 * float(np.mean([np.array_equal(_decoded(o, blank), e) for o, e in
                                                  zip(out.reshape(rows.shape).argmax(-1), expected)])))

@@ -91,9 +91,10 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
     unrecorded = [task for task in tasks
                   if database.query_tuning_record(task.dispatched[0], target, "main") is None]
     transferred = transfer.TransferResult(0, 0)
-    libraries = [records.open_database(path, spec, create=False)  # under the roots a build looks in
-                 for path in library.found(records.RecordSource.default(config.root).roots, spec)]
-    if unrecorded and (before or libraries):
+    # the libraries under the roots a build looks in, read (seconds of JSON) only where a kernel lacks a record
+    shelves = library.found(records.RecordSource.default(config.root).roots, spec) if unrecorded else []
+    if unrecorded and (before or shelves):
+        libraries = [records.open_database(path, spec, create=False) for path in shelves]
         with reporter.step(f"trying stored schedules on the {len(unrecorded)} kernels with no record"):
             transferred = transfer.transfer([task.dispatched[0] for task in unrecorded], [database, *libraries],
                                             target, builder, runner)

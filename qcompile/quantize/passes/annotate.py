@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 
@@ -96,23 +97,19 @@ def _plan(func: relax.Function, exclusions: Exclusions):
 
 def _recurrent_states(bindings) -> set:
     """The activation inputs of anchors that depend on an earlier anchor with the same constant weights."""
-    # anchors' weights are hashed once each; without shared weights (a feed-forward net) nothing else is done
-    uses = {}
-    for b in bindings:
-        for weight in _anchor_weights(b.value):
-            uses[weight] = uses.get(weight, 0) + 1
-    shared = {w for w, count in uses.items() if count > 1}
-    if not shared:
+    weights = {b.var: _anchor_weights(b.value) for b in bindings}  # each anchor's weights hashed once
+    uses = collections.Counter(key for keys in weights.values() for key in keys)
+    shared = {key for key, count in uses.items() if count > 1}
+    if not shared:  # a feed-forward net: nothing else to do
         return set()
     upstream, states = {}, set()  # var → the shared weights of the anchors it is computed from
     for b in bindings:
-        own = set(_anchor_weights(b.value)) & shared
+        own = set(weights[b.var]) & shared
         seen = set().union(*(upstream.get(a, ()) for a in var_args(b.value)))
         if own & seen:
-            call = b.value
-            rule = ops.lookup(op_name(call))
-            states.update(x for i, x in enumerate(rule.operands(call))
-                          if i in rule.activations(call) and upstream.get(x, set()) & own)
+            rule = ops.lookup(op_name(b.value))
+            operands, activations = rule.operands(b.value), rule.activations(b.value)
+            states.update(operands[i] for i in activations if upstream.get(operands[i], set()) & own)
         if own | seen:
             upstream[b.var] = own | seen
     return states
