@@ -1,12 +1,13 @@
 """`--max-accuracy-drop` on the shared models that come without labels (PP-OCR direction and detection, MNIST
-scored as agreement): the metric `qcompile build` then holds (top-1 agreement with FP32 for class scores, the
-outputs' cosine to FP32 ×100 for maps), of all-INT8 and of the plan, on samples the search never saw.
+scored as agreement): the metric `qcompile build` then holds (`driver._metric`: top-1 agreement with FP32 for
+class scores, the share of pixels on FP32's side of 0.5 for a probability map), of all-INT8 and of the plan, on
+samples the search never saw.
 
     python benchmarks/accuracy_control_unlabelled.py [--shared ../shared] [--budget 0.3] [--models A,B]
 
 The plan is searched on the even-numbered held-out samples (those the calibration did not use), as `qcompile eval`
-does; every row is measured on the odd-numbered ones. Latency: the search's own timing on this CPU (default
-schedules), all layers INT8 vs the plan, and the FP32 build's. Prints a Markdown section for benchmarks/RESULTS.md.
+does; every row is measured on the odd-numbered ones. Latency: the FP32, all-INT8 and plan builds each timed on
+those samples on this CPU (default schedules). Prints a Markdown section for benchmarks/RESULTS.md.
 """
 
 import argparse
