@@ -20,7 +20,7 @@ import onnx.version_converter
 
 from qcompile.runtime import artifact
 from qcompile.data import datasets
-from qcompile.measure import evaluate
+from qcompile.measure import evaluate, task
 from qcompile import targets
 from qcompile.driver import CompileRequest, compile_model
 from qcompile.progress import Reporter
@@ -124,12 +124,12 @@ def main():
         for method in METHODS:
             rows.append(("qcompile INT8 (per-channel, u8×s8)", method,
                          qcompile_scores(model_path, calib, samples, "int8", method)))
-        top1_fp32 = evaluate.accuracy(fp32, y, 1)
+        top1_fp32 = task.top_k(fp32, y.labels, 1)
         for quantizer, method, s in rows:
             agreement = np.mean(s.argmax(1) == fp32.argmax(1))
-            top1 = evaluate.accuracy(s, y, 1)
+            top1 = task.top_k(s, y.labels, 1)
             print(f"| {name} ({len(samples)} held-out) | {quantizer} | {method} | {top1:.4f} | "
-                  f"{evaluate.accuracy(s, y, 5):.4f} | {100 * (top1 - top1_fp32):+.2f} pt | {agreement:.4f} |",
+                  f"{task.top_k(s, y.labels, 5):.4f} | {100 * (top1 - top1_fp32):+.2f} pt | {agreement:.4f} |",
                   flush=True)
         print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr)
 

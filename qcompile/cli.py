@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                           help="restore the layers whose quantization costs the most to FP32, one at a time, until "
                                "the INT8 metric is at most POINTS (percentage points) below FP32's on held-out "
-                               "data: top-1 with --labels, else agreement with FP32 read by the output's form (top-1 "
+                               "data: with --labels theirs (top-1 of classes, exact text lines), else agreement "
+                               "with FP32 read by the output's form (top-1 "
                                "of class scores, the decoded text of a per-step softmax, decisions at 0.5 of "
                                "independent probabilities) or the outputs' cosine to FP32 ×100; where no single "
                                "layer helps, the fewest layers nearest the input that do. The plan goes into the "
@@ -130,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
                                "samples the calibration did not use)")
     accuracy.add_argument("--labels", type=Path, metavar="FILE",
                           help="labels of those inputs: a synsets list for <wnid>_*.JPEG images, a .npy or an IDX "
-                               "file (default: none; the metric is then the agreement with FP32)")
+                               "file of classes, or text lines for a CTC recognizer with a character list in its "
+                               "metadata (PaddleOCR's): a .txt, one line a sample, or a .tsv of FILE<tab>TEXT "
+                               "(default: none; the metric is then the agreement with FP32)")
     accuracy.add_argument("--data-count", type=int, default=100, metavar="N",
                           help="held-out samples to measure on (default 100)")
     verify = build.add_argument_group("verification (before anything is written)")
@@ -156,17 +159,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_rpc_options(run)
     run.set_defaults(handler=_run)
 
-    evaluate = sub.add_parser("eval", parents=[common], help="top-1/top-5 of FP32 and INT8 on labelled data",
+    evaluate = sub.add_parser("eval", parents=[common], help="accuracy of FP32 and INT8 on labelled data",
                               description="Compile an ONNX model in FP32 and INT8 for this machine (or load a built "
-                                          "library) and measure top-1/top-5 accuracy on labelled data, with the "
-                                          "INT8-vs-FP32 top-1 agreement. Calibration images taken from the "
-                                          "evaluation folder are left out of the evaluation.")
+                                          "library) and measure its accuracy on labelled data: top-1/top-5 and the "
+                                          "INT8-vs-FP32 top-1 agreement for classes, the share of exactly read "
+                                          "lines and of lines read as FP32 does for text. Calibration samples taken "
+                                          "from the evaluation data are left out of the evaluation.")
     evaluate.add_argument("model", type=Path, help="an ONNX model, or a .so written by 'qcompile build'")
     evaluate.add_argument("--data", type=Path, required=True,
                           help="evaluation inputs: a folder of images, a .npy/.npz, or an IDX file")
     evaluate.add_argument("--labels", type=Path, required=True,
                           help="labels: a synsets list (line i = wnid of class i, images named <wnid>_*.JPEG), "
-                               "a .npy of class indices, or an IDX file")
+                               "a .npy of class indices, an IDX file, or text lines for a CTC text recognizer "
+                               "whose ONNX metadata has its character list (PaddleOCR's 'character'): a .txt, one "
+                               "line a sample, or a .tsv of FILE<tab>TEXT (spaces are ignored in the comparison)")
     evaluate.add_argument("--count", type=int, default=1000, help="evaluate at most this many samples (default 1000)")
     evaluate.add_argument("-t", "--target", default="x86",
                           help="a target that runs on this machine (default: x86); see 'qcompile build --help'")
@@ -336,7 +342,7 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
 
 def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     from .driver import PRECISIONS
-    from .data.datasets import PREPROCESS_PRESETS
+    from .data.datasets import FITS, PREPROCESS_PRESETS
     from .quantize.calibrate import METHODS
 
     q = parser.add_argument_group("quantization (INT8)")
@@ -377,6 +383,10 @@ def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool =
                         "ImageNet mean/std) (default: tf); the options below override its parts")
     p.add_argument("--resize", type=int, metavar="N", help="resize the short side to N pixels (default 256)")
     p.add_argument("--crop", type=int, metavar="N", help="then centre-crop N×N (default 224)")
+    p.add_argument("--fit", choices=FITS, default="crop",
+                   help="crop: resize and centre-crop as above (default); pad: resize to the input's height keeping "
+                        "the aspect ratio (at most its width), normalize, pad right with 0: text-line "
+                        "recognizers' (PaddleOCR's) convention")
     p.add_argument("--channels", choices=("RGB", "BGR"), help="channel order")
     p.add_argument("--scale", type=float, help="multiply pixel values (0-255) by this first")
     p.add_argument("--mean", type=_triple, metavar="A,B,C", help="then subtract these, per channel")
@@ -414,7 +424,7 @@ def data_source(args):
     from .data.datasets import PREPROCESS_PRESETS
 
     overrides = {"resize_short": args.resize, "crop": args.crop, "channels": args.channels, "scale": args.scale,
-                 "mean": args.mean, "std": args.std, "layout": args.layout}
+                 "mean": args.mean, "std": args.std, "layout": args.layout, "fit": args.fit}
     preprocess = dataclasses.replace(PREPROCESS_PRESETS[args.preprocess],
                                      **{k: v for k, v in overrides.items() if v is not None})
     return DataSource(path=args.calib, count=args.calib_count, preprocess=preprocess, random=args.calib_random)
@@ -517,7 +527,8 @@ def _eval(args) -> int:
 
     from . import targets
     from .driver import PRECISIONS, compile_model
-    from .measure import evaluate
+    from .frontend import importer
+    from .measure import evaluate, task
     from .runtime import artifact
 
     if not args.data.exists():
@@ -548,8 +559,13 @@ def _eval(args) -> int:
         for name, precision, control in variants:
             compiled = compile_model(compile_request(args, spec, precision, accuracy=control), report)
             models[name] = artifact.CompiledModel(compiled.executable, compiled.sidecar, name=f"the {name} build")
-    inputs = next(iter(models.values())).inputs
-    samples, labels = evaluate.load(data, inputs)
+    first = next(iter(models.values()))
+    characters = ()
+    if task.is_text(args.labels):
+        if args.model.suffix == ".so":
+            raise QcompileError("text labels need the ONNX model (its character list), not a built library")
+        characters = task.characters(importer.load(args.model).proto, int(first.outputs[0].shape[-1]))
+    samples, labels = evaluate.load(data, first.inputs, characters)
     if controlled:  # the search measured the even-numbered samples
         samples, labels = list(samples)[1::2], labels[1::2]
     results, seconds = {}, {}
@@ -558,9 +574,9 @@ def _eval(args) -> int:
     note = f", leaving out the {args.calib_count} that calibrated" if shared else ""
     note += "; the odd-numbered ones, which accuracy control did not search on" if controlled else ""
     print(f"{args.model.name}: {len(samples)} samples from {args.data}{note}\n")
-    rows = [row + (f"{seconds[row[0]] * 1e3:.1f}",) for row in evaluate.table(results, labels)]
-    print(tabulate(rows, headers=["precision", "top-1", "top-5", "top-1 agreement", "ms a sample (here)"],
-                   tablefmt="github"))
+    headers, rows = evaluate.table(results, labels)
+    rows = [row + (f"{seconds[row[0]] * 1e3:.1f}",) for row in rows]
+    print(tabulate(rows, headers=[*headers, "ms a sample (here)"], tablefmt="github"))
     return 0
 
 

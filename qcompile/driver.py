@@ -36,7 +36,8 @@ PRECISIONS = ("int8", "fp32") + HYBRID
 @dataclasses.dataclass(frozen=True)
 class AccuracyControl:
     """--max-accuracy-drop: the budget, and the held-out inputs it is measured on. With labels the metric is
-    top-1; without, the top-1 agreement with FP32 for class scores, else the outputs' cosine to FP32 (×100)."""
+    theirs (`measure/task.py`: top-1 of classes, exact text of text lines); without, the agreement with FP32 read
+    by the output's form (`_metric`)."""
 
     config: AccuracyConfig
     data: DataSource  # samples of it the calibration did not use, when it is the calibration data
@@ -329,7 +330,7 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
     from .quantize import fallback, quantizer, report, sensitivity
 
     control = request.accuracy
-    held_out, labels = _accuracy_data(control, request.calib, inputs)
+    held_out, labels = _accuracy_data(control, request.calib, inputs, model.proto, outputs[0].shape)
     names = quantizer.anchor_names(model)
     with reporter.step(f"accuracy control: running onnxruntime FP32 on {len(held_out)} held-out samples"):
         # the model's own FP32 answers (the FP32 build agrees within 1e-5 of the range), 50× faster than the
@@ -380,17 +381,16 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
     return quantized, plan.to_json(untuned_ms_here={"all_int8": before, "plan": after})
 
 
-def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs):
+def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs, proto, output_shape):
     """(held-out samples, their labels or None) for accuracy control: none of them calibrated the model."""
-    import numpy as np
-
-    from .measure import evaluate
+    from .measure import evaluate, task
 
     avoid = calib.count if control.data.same_data(calib.path) else 0
     start, step = control.stride
     if control.labels is not None:
-        samples, labels = evaluate.load(evaluate.EvalData(control.data, control.labels, avoid), inputs)
-        return list(samples)[start::step], np.asarray(labels)[start::step]
+        characters = task.characters(proto, int(output_shape[-1])) if task.is_text(control.labels) else ()
+        samples, labels = evaluate.load(evaluate.EvalData(control.data, control.labels, avoid), inputs, characters)
+        return list(samples)[start::step], labels[start::step]
     samples = list(calibdata.samples(control.data, inputs, avoid=avoid))[start::step]
     if not samples:
         raise QcompileError("accuracy control needs held-out inputs, and the calibration data has none left: "
@@ -399,8 +399,8 @@ def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs):
 
 
 def _metric(reference, labels, output_shape):
-    """(name, outputs [samples, values] → points) of the metric accuracy control holds: top-1 with labels; else
-    FP32's answer, read the way the output's form says:
+    """(name, outputs [samples, values] → points) of the metric accuracy control holds: the labels' own (top-1,
+    exact text) with labels; else FP32's answer, read the way the output's form says:
     - probabilities over the last axis at several positions (a sequence recognizer's per-step softmax): the share
       of samples decoded to FP32's text (greedy CTC: per-step classes, repeats merged, the blank dropped, taken
       to be the class FP32 picks most often);
@@ -411,7 +411,7 @@ def _metric(reference, labels, output_shape):
     import numpy as np
 
     if labels is not None:
-        return "top-1 (%)", lambda out: 100 * float(np.mean(out.argmax(1) == labels[:len(out)]))
+        return f"{labels.metric} (%)", lambda out: 100 * float(np.mean(labels.correct(out)))
     classes = int(output_shape[-1])
     rows = reference.reshape(len(reference), -1, classes)
     probabilities = classes > 1 and rows.min() >= 0 and np.allclose(rows.sum(-1), 1, atol=1e-3)

@@ -189,3 +189,54 @@ def test_the_metric_reads_each_output_form_the_way_its_task_does():
     # class scores (logits): top-1
     name, _ = _metric(rng.standard_normal((4, 10)).astype(np.float32), None, (1, 10))
     assert name.startswith("top-1 agreement")
+
+
+def fragile_recognizer(path, characters=("a", "b", "c")):
+    """The fragile model's layers as a CTC text recognizer: fc3 scores 4 steps × (blank, 3 characters, space),
+    softmax per step, the character list in PaddleOCR's metadata key."""
+    model = onnx.load(fragile_model(path))
+    graph = model.graph
+    graph.initializer[2].CopyFrom(numpy_helper.from_array(
+        np.random.default_rng(3).standard_normal((32, 20)).astype(np.float32), "w3"))
+    graph.node[-1].output[0] = "logits"
+    graph.initializer.append(numpy_helper.from_array(np.array([1, 4, 5], np.int64), "steps"))
+    graph.node.extend([helper.make_node("Reshape", ["logits", "steps"], ["per_step"]),
+                       helper.make_node("Softmax", ["per_step"], ["y"], axis=-1)])
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5]))
+    helper.set_model_props(model, {"character": "\n".join(characters)})
+    onnx.save(model, path)
+    return path
+
+
+def test_text_labels_score_a_recognizer_by_its_exactly_read_lines(capsys, tmp_path):
+    from qcompile.measure import task
+
+    model = fragile_recognizer(tmp_path / "reader.onnx")
+    texts = task.Texts(("", ""), task.characters(onnx.load(model), 5))
+    # greedy CTC: repeats merged, the blank (0) dropped, the class after the characters a space
+    assert texts.decode(np.eye(5)[[1, 1, 0, 1, 4, 3]]) == "aa c"
+    x = np.random.default_rng(1).standard_normal((300, 1, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    read = [texts.decode(session.run(None, {"x": s})[0]) for s in x]
+    assert len(set(read)) > 10  # the lines differ
+    np.save(tmp_path / "x.npy", x)
+    # spaces do not count: the labels are FP32's reading without them
+    (tmp_path / "texts.txt").write_text("".join(t.replace(" ", "") + "\n" for t in read))
+    assert run_cli("eval", model, "--data", tmp_path / "x.npy", "--labels", tmp_path / "texts.txt", "--calib",
+                   tmp_path / "x.npy", "--calib-count", "32", "--max-accuracy-drop", "10", "-q") == 0
+    out = capsys.readouterr().out
+    assert "exact text" in out and "text as FP32's" in out
+    exact = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.splitlines()
+             if line.startswith("| fp32") or line.startswith("| int8")}
+    assert exact["fp32"] == 1.0
+    assert exact["int8"] < exact["fp32"] - 0.2 and exact["int8 (≤10 drop)"] >= exact["fp32"] - 0.1
+
+
+def test_text_labels_need_the_models_character_list(capsys, tmp_path):
+    model = fragile_recognizer(tmp_path / "reader.onnx", characters=("a", "b"))  # 4 classes named, 5 scored
+    np.save(tmp_path / "x.npy", np.zeros((8, 1, 16), np.float32))
+    (tmp_path / "texts.txt").write_text("a\n" * 8)
+    assert run_cli("eval", model, "--data", tmp_path / "x.npy", "--labels", tmp_path / "texts.txt", "--calib",
+                   tmp_path / "x.npy", "--precision", "fp32", "-q") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "5 classes per step" in err and "character list has 2" in err

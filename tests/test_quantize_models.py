@@ -154,3 +154,17 @@ def test_report_may_not_overwrite_the_sidecar(capsys, tmp_path):
                    "--calib-random", "-q")
     assert code == 2 and "would overwrite the sidecar" in capsys.readouterr().err
     assert not (tmp_path / "m.so").exists()
+
+
+def test_eval_reads_text_lines_as_paddleocr_does_and_scores_the_recognizer_by_exact_text(capsys):
+    lines = model_path("mnist").parents[1] / "data/text/lines"
+    recognizer = model_path("mnist").parent / "ch_PP-OCRv4_rec_infer.onnx"
+    assert run_cli("eval", recognizer, "--data", lines, "--labels", lines / "labels.tsv", "--calib", lines,
+                   "--calib-count", 8, "--count", 40, "--fit", "pad", "--preprocess", "tf",
+                   "--input-shape", "x:1x3x48x320", "-q") == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:]] for line in out.splitlines()
+            if line.startswith("| fp32") or line.startswith("| int8")}
+    # ../shared/README.md: onnxruntime FP32 reads 38 of the first 40 lines exactly
+    assert float(rows["fp32"][0]) >= 0.9
+    assert float(rows["int8"][0]) >= float(rows["fp32"][0]) - 0.1 and float(rows["int8"][1]) >= 0.85

@@ -93,7 +93,7 @@ def samples(source: DataSource | None, inputs: list[TensorSig], avoid: int = 0) 
             raise QcompileError("an image folder can calibrate only a one-input model; use an .npz keyed by input")
         all_files = datasets.image_files(source.path)
         files = [all_files[i] for i in pick(len(all_files), source.count, avoid)]
-        return Samples(len(files), lambda i: [fit(datasets.load_image(files[i], source.preprocess), inputs[0])],
+        return Samples(len(files), lambda i: [image(files[i], source.preprocess, inputs[0])],
                        name=lambda i: f"image {files[i].name}")
     arrays = load_arrays(Path(source.path), inputs)
     chosen = pick(min(len(a) for a in arrays.values()), source.count, avoid)
@@ -126,6 +126,13 @@ def load_arrays(path: Path, inputs: list[TensorSig]) -> dict[str, np.ndarray]:
     if path.suffix == ".npy":
         return {inputs[0].name: np.load(path, allow_pickle=False, mmap_mode="r")}  # read sample by sample
     return {inputs[0].name: datasets.read_idx(path)}
+
+
+def image(path: Path, preprocess: ImagePreprocess, sig: TensorSig) -> np.ndarray:
+    """One image file as the input `sig` takes it."""
+    shape = tuple(sig.shape)
+    size = (shape[-2], shape[-1]) if preprocess.layout == "NCHW" else (shape[-3], shape[-2])
+    return fit(datasets.load_image(path, preprocess, size if len(shape) == 4 else None), sig)
 
 
 def fit(sample: np.ndarray, sig: TensorSig) -> np.ndarray:

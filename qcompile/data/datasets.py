@@ -11,14 +11,18 @@ import numpy as np
 from ..errors import QcompileError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+FITS = ("crop", "pad")
 
 
 @dataclasses.dataclass(frozen=True)
 class ImagePreprocess:
-    """Resize the short side, centre-crop, then `(pixel * scale - mean) / std` per channel, in `channels` order."""
+    """Resize the short side, centre-crop, then `(pixel * scale - mean) / std` per channel, in `channels` order.
+    With `fit` "pad" (a text-line recognizer's convention, PaddleOCR's): resized to the input's height keeping
+    the aspect ratio (at most its width: wider images are squeezed), normalized, padded right with 0."""
 
     resize_short: int = 256
     crop: int = 224
+    fit: str = "crop"  # or "pad"
     channels: str = "RGB"  # or "BGR"
     scale: float = 1.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -28,6 +32,8 @@ class ImagePreprocess:
     def __post_init__(self):
         if self.channels not in ("RGB", "BGR"):
             raise QcompileError(f"channel order must be RGB or BGR, not {self.channels!r}")
+        if self.fit not in FITS:
+            raise QcompileError(f"fit must be {' or '.join(FITS)}, not {self.fit!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise QcompileError(f"layout must be NCHW or NHWC, not {self.layout!r}")
         if self.crop > self.resize_short:
@@ -35,12 +41,15 @@ class ImagePreprocess:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise QcompileError("mean and std need three values each, std positive")
 
-    def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 RGB [H, W, 3] pixels (as `crop_image` gives them) → the float32 batch of one the model takes."""
+    def normalize(self, pixels: np.ndarray, width: int | None = None) -> np.ndarray:
+        """uint8 RGB [H, W, 3] pixels (as `crop_image` gives them) → the float32 batch of one the model takes,
+        padded right with 0 to `width`."""
         pixels = pixels.astype(np.float32)
         if self.channels == "BGR":
             pixels = pixels[..., ::-1]
         pixels = (pixels * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if width is not None:
+            pixels = np.pad(pixels, ((0, 0), (0, width - pixels.shape[1]), (0, 0)))
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return np.ascontiguousarray(pixels[None], dtype=np.float32)
@@ -64,9 +73,27 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def load_image(path: Path, pre: ImagePreprocess) -> np.ndarray:
-    """One image as float32 [1, C, H, W] (or [1, H, W, C])."""
+def load_image(path: Path, pre: ImagePreprocess, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image as float32 [1, C, H, W] (or [1, H, W, C]); `size`: the input's (height, width), which "pad"
+    fits the image to."""
+    if pre.fit == "pad":
+        if size is None:
+            raise QcompileError("padded image preprocessing needs the input's height and width")
+        return pre.normalize(line_image(path, *size), size[1])
     return pre.normalize(crop_image(path, pre))
+
+
+def line_image(path: Path, height: int, width: int) -> np.ndarray:
+    """One image resized to `height` keeping its aspect ratio, at most `width` wide: uint8 [height, w, 3], RGB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w = min(width, max(1, round(img.width * height / img.height)))
+            return np.asarray(img.resize((w, height), Image.BILINEAR), dtype=np.uint8)
+    except OSError as err:
+        raise QcompileError(f"cannot read image {path}: {err}") from None
 
 
 def crop_image(path: Path, pre: ImagePreprocess) -> np.ndarray:
