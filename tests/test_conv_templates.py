@@ -2,6 +2,8 @@
 tile shape computes the conv's integers (numpy reference) with its epilogue, on vpdpbusd (VNNI) and on vpmaddwd
 (AVX2); the default register tile follows the register file."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tvm
@@ -19,7 +21,12 @@ HOST = targets.resolve("x86").tvm_target()
 MACHINES = {
     "vnni": (HOST, intrinsics.VNNI, "vpdpbusd", "avx512vnni"),
     "avx2": (targets.resolve("x86-avx2").tvm_target(), intrinsics.AVX2, "vpmaddwd", "avx2"),
+    "avx2-w16": (targets.resolve("x86-avx2").tvm_target(), intrinsics.AVX2_W16, "vpmaddwd", "avx2"),
 }
+# the packing of each kernel class's weights: AVX2's stored as int8 (large) or widened (small)
+PACKING = {intrinsics.VNNI: PACKINGS[intrinsics.VNNI],
+           intrinsics.AVX2: dataclasses.replace(PACKINGS[intrinsics.AVX2], wide_weights_up_to=0),
+           intrinsics.AVX2_W16: dataclasses.replace(PACKINGS[intrinsics.AVX2], wide_weights_up_to=1 << 30)}
 
 
 def _on_host(machine):
@@ -48,11 +55,13 @@ def _blocked(nchw, lanes):
 
 def _kernel(in_c, out_c, size, stride, pad, residual, intrinsic):
     """The packed conv as lowering makes it, followed by a residual requantize epilogue like realize's (or none)."""
-    packing = PACKINGS[intrinsic]
+    packing = PACKING[intrinsic]
     lanes, groups = packing.lanes, packing.weight_groups
     data = te.placeholder((1, in_c // lanes, 14, 14, lanes), "uint8", name="data")
-    weight = te.placeholder((out_c // lanes, in_c // 4, size, size, groups, lanes, 4 // groups), "int8", name="weight")
-    acc = _conv_blocked(data, weight, (stride, stride), (pad,) * 4, (1, 1))
+    weight = te.placeholder((out_c // lanes, in_c // 4, size, size, groups, lanes, 4 // groups), "int8",
+                            name="weight")
+    acc = _conv_blocked(data, weight, (stride, stride), (pad,) * 4, (1, 1),
+                        wide_weights=packing.widens_weights(in_c * out_c * size * size))
     if not residual:
         return te.create_prim_func([data, weight, acc])
     other = te.placeholder(acc.shape, "uint8", name="other")
@@ -64,13 +73,13 @@ def _kernel(in_c, out_c, size, stride, pad, residual, intrinsic):
 def _case(size, stride, pad, residual, intrinsic):
     """(kernel module, its arguments, the expected output) of a 32 → 64 channel conv on a 14×14 input."""
     rng = np.random.default_rng(size + stride)
-    in_c, out_c, lanes = 32, 64, PACKINGS[intrinsic].lanes
+    in_c, out_c, lanes = 32, 64, PACKING[intrinsic].lanes
     data = rng.integers(0, 256, (1, in_c, 14, 14)).astype(np.uint8)
     kernel = rng.integers(-128, 128, (out_c, in_c, size, size)).astype(np.int8)
     acc = _reference(data, kernel, stride, pad)
     func = _kernel(in_c, out_c, size, stride, pad, residual, intrinsic)
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    args = [_blocked(data, lanes), pack_kernel(kernel, PACKINGS[intrinsic])]
+    args = [_blocked(data, lanes), pack_kernel(kernel, PACKING[intrinsic])]
     if residual:
         other = rng.integers(0, 256, acc.shape).astype(np.uint8)
         expected = np.clip(np.floor(acc.astype(np.float32) * SCALE + other.astype(np.float32) * 0.5 + 0.5), 0, 255)
@@ -107,7 +116,7 @@ def test_every_tile_shape_computes_the_conv_and_its_epilogue_on_vpdpbusd(size, s
 
 
 @CASES
-@pytest.mark.parametrize("machine", [_on_host("vnni"), _on_host("avx2")])
+@pytest.mark.parametrize("machine", [_on_host("vnni"), _on_host("avx2"), _on_host("avx2-w16")])
 def test_the_default_schedule_computes_the_conv_and_its_epilogue(machine, size, stride, pad, residual):
     intrinsic = MACHINES[machine][1]
     mod, args, expected = _case(size, stride, pad, residual, intrinsic)

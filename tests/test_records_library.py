@@ -62,8 +62,8 @@ def tuned_elsewhere(tmp_path_factory):
     kernels = compiler.lower_kernels(driver.lower_model(_request(model_a, calib)).mod, HOST)
     _, func = _conv_kernel(kernels)
     task = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    file = conv_templates.register_files(HOST.tvm_target())[0]
-    default = conv_templates.default_schedule(task, file).mod
+    file, default = next((f, sch.mod) for f in conv_templates.register_files(HOST.tvm_target())
+                         if (sch := conv_templates.default_schedule(task, f)) is not None)
     sch = next(c for c in conv_templates.candidates(task, file)  # a register tile the defaults do not pick
                if not tvm_ffi.structural_equal(c.mod, default))
     root = tmp_path_factory.mktemp("records")

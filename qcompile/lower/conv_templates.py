@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import intrinsics
-from .kernels import CONV_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK
+from .kernels import CONV_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, WIDE_WEIGHTS
 
 X_TILES = (4, 7, 8, 14)  # output pixels of a row per register tile tuning offers
 _SPATIAL = 0  # IterVar.DataPar
@@ -44,6 +44,7 @@ class RegisterFile:
     per_pixel: float
     per_sum: float
     depth: int = IC_BLOCK  # input channels each output sums per instruction
+    weight_dtype: str = "int8"  # the packed weights' (AVX2's may be stored widened)
     # a matrix multiply (smmla: 2 × 2 sums of `depth` products) instead of a dot product per lane: the pixels of
     # one instruction (2, or 1: the single-pixel form), its output channels being 2 of a block's lanes
     matrix_pixels: int = 0
@@ -69,12 +70,18 @@ REGISTER_FILES = {
     # accumulates in place (latency 5, two a cycle), so ten sums or more keep it busy
     intrinsics.VNNI: RegisterFile(CONV_BLOCK, 16, intrinsics.VNNI, intrinsics.VNNI_LOCAL, oc_tiles=(1, 2, 4),
                                   max_sums=28, min_sums=10, per_block=0, per_pixel=1, per_sum=1),
-    # vpmaddwd's operands are widened first: a block's weights (2 × vpmovsxbw, reloaded where needed), a pixel's
-    # input word (broadcast, masked, shifted); a sum takes 2 × (vpmaddwd, vpaddd). Half of AVX2's 16 registers
-    # hold sums, the others the widened operands: on MobileNet's and SqueezeNet's convs (AMD Zen 3) tiles of 6-8
-    # sums over 3-6 channel blocks ran fastest, 12 sums spilled
+    # vpmaddwd on 16-bit operands: a block's weights widened as loaded (2 × vpmovsxbw), a pixel's two channel
+    # pairs broadcast from the widened input; a sum takes 2 × (vpmaddwd, vpaddd). The costs are fitted to the
+    # fastest tiles of MobileNet's and SqueezeNet's convs (AMD Zen 3, benchmarks/RESULTS.md): tiles of up to 10
+    # sums, widening a block costing as much as two sums
     intrinsics.AVX2: RegisterFile(CONV_BLOCK, 8, intrinsics.AVX2, intrinsics.AVX2, oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8),
-                                  max_sums=8, min_sums=1, per_block=2, per_pixel=3, per_sum=4),
+                                  max_sums=10, min_sums=1, per_block=2, per_pixel=3, per_sum=1),
+    # small weights widened in the kernel first: read by vpmaddwd from memory, one load a sum and channel pair, so
+    # the tile is bound by loads and spans output-channel blocks (each broadcast input pair serving all of them);
+    # the fitted costs pick a column of blocks over one pixel or a few
+    intrinsics.AVX2_W16: RegisterFile(CONV_BLOCK, 8, intrinsics.AVX2_W16, intrinsics.AVX2_W16,
+                                      oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8), max_sums=6, min_sums=1, per_block=0,
+                                      per_pixel=0.5, per_sum=1, weight_dtype="int16"),
     # sdot (64-bit ARM, NEON's 32 registers): a block's weights one register, a pixel's 4 bytes one dup; it
     # accumulates in place (latency 3-4, two a cycle on Cortex-A76/Neoverse). Not timed on a board yet: the
     # same model as VNNI's, with the registers NEON has
@@ -93,7 +100,9 @@ REGISTER_FILES = {
                                          oc_tiles=(1, 2, 3, 4, 6), max_sums=6, min_sums=2, per_block=4,
                                          per_pixel=2, per_sum=4, depth=8, matrix_pixels=1),
 }
-_FORMS = {intrinsics.I8MM: (intrinsics.I8MM, intrinsics.I8MM_SINGLE)}  # a kernel class with a fallback form
+# a kernel class with other forms: i8mm's single-pixel fallback, AVX2's widened weights
+_FORMS = {intrinsics.I8MM: (intrinsics.I8MM, intrinsics.I8MM_SINGLE), intrinsics.AVX2: (intrinsics.AVX2,
+                                                                                         intrinsics.AVX2_W16)}
 
 # float convs by FMA lanes (8: AVX2, 16: AVX-512): a broadcast input times a weight vector, into a sum. Measured
 # on AVX2 (AMD Zen 3, MobileNet's and SqueezeNet's convs): tiles of 7-8 sums ran at up to 90 % of the FMA peak,
@@ -184,6 +193,9 @@ def _conv_shape(sch, file: RegisterFile) -> tuple[int, int] | None:
     extents = [int(iv.dom.extent) for iv in sch.get(conv).iter_vars]
     if len(extents) < 8 or extents[4] != file.lanes or (file.intrinsic and math.prod(extents[8:]) != file.depth):
         return None
+    weights = sch.get(conv).reads[-1].source  # the conv's last operand: its packed (maybe widened) weights
+    if file.intrinsic and str(weights.dtype) != file.weight_dtype:
+        return None
     return extents[1], extents[3]
 
 
@@ -224,17 +236,25 @@ def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:
 
 def split_kernel(sch, block: str):
     """(the conv block, the epilogue's last block or None) of the packed conv kernel in `sch` whose compute block
-    is named `block`: the padding before it scheduled (once for all channel blocks, rows in parallel), the
-    epilogue's other blocks inlined. ValueError if the epilogue is not elementwise over the conv's output."""
+    is named `block`: the padding (or widening) before it scheduled (once for all channel blocks, rows in
+    parallel; a widening inlined into the padding; widened weights vectorized), the epilogue's other blocks
+    inlined. ValueError if the epilogue is not elementwise over the conv's output."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
     at = names.index(block)
-    conv, pads, epilogue = blocks[at], blocks[:at], blocks[at + 1:]
+    conv, epilogue = blocks[at], blocks[at + 1:]
+    pads = [b for b, name in zip(blocks[:at], names) if name != WIDE_WEIGHTS]
+    for weights in (b for b, name in zip(blocks[:at], names) if name == WIDE_WEIGHTS):
+        loops = sch.get_loops(weights)
+        sch.parallel(loops[0])
+        sch.vectorize(sch.fuse(*loops[-3:]))  # a [2][k][2] operand
     out_shape = list(sch.get(conv).writes[0].source.shape)
     if any(iv.iter_type != _SPATIAL for b in epilogue for iv in sch.get(b).iter_vars) or (
             epilogue and list(sch.get(epilogue[-1]).writes[0].source.shape) != out_shape):
         raise ValueError("the epilogue is not elementwise over the conv's output")
-    for pad in pads:
+    for before in pads[:-1]:
+        sch.compute_inline(before)
+    for pad in pads[-1:]:
         loops = sch.get_loops(pad)
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])

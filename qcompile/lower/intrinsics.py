@@ -25,7 +25,8 @@ import functools
 
 VNNI = "dot_16x4_vnni"  # u8[4] · s8[16][4] → i32[16], one vpdpbusd
 VNNI_LOCAL = "qcompile_dot_16x4_vnni_local"  # the same, summing into a local buffer (registers)
-AVX2 = "qcompile_dot_8x4_avx2_local"  # u8[4] · s8[2][8][2] → i32[8] in registers, two vpmaddwd (exact)
+AVX2 = "qcompile_dot_8x4_avx2_wide"  # i16[4] (u8 widened) · s8[2][8][2] → i32[8] in registers, two vpmaddwd
+AVX2_W16 = "qcompile_dot_8x4_avx2_w16"  # the same with the weights stored widened: i16[2][8][2]
 ARM_SDOT = "dot_4x4_i8i8s32_sdot"  # s8[4] · s8[4][4] → i32[4], one sdot
 ARM_SDOT_LOCAL = "qcompile_dot_4x4_sdot_local"  # the same, summing into a local buffer (registers)
 I8MM = "qcompile_mmla_2x2x8_i8mm_local"  # s8[2 pixels][8] · s8[2 lanes][8] → i32[2][2] in registers, one smmla
@@ -70,8 +71,8 @@ def for_target(target, tiles: bool = True) -> str | None:
 
 def register(intrinsic: str) -> None:
     """Register `intrinsic` (one of this module's names) with TVM, once."""
-    {VNNI: register_vnni, AVX2: register_avx2, ARM_SDOT: register_arm, DP4A: register_dp4a, I8MM: register_i8mm,
-     I8MM_SINGLE: register_i8mm}[intrinsic]()
+    {VNNI: register_vnni, AVX2: register_avx2, AVX2_W16: register_avx2, ARM_SDOT: register_arm, DP4A: register_dp4a,
+     I8MM: register_i8mm, I8MM_SINGLE: register_i8mm}[intrinsic]()
 
 
 def float_lanes(target) -> int | None:
@@ -107,18 +108,33 @@ def _register_vnni(name: str, scope: str) -> None:
 @functools.cache
 def register_avx2() -> None:
     """The int8 dot product of x86 CPUs without VNNI, exact: AVX2's byte multiply-add (vpmaddubsw) saturates
-    its 16-bit pair sums (255·127 + 255·127 does not fit), so here both operands are widened to 16 bits and
-    vpmaddwd sums each pair of products into 32 bits. The 4 input bytes, broadcast as one 32-bit word, are
-    widened by masking (bytes 0 and 2) and shifting (bytes 1 and 3); the weights are stored to match, [2][8][2]:
-    for channels (0, 2), then (1, 3), 8 output lanes × 2, so that each vpmaddwd gives 8 lanes' sums in order,
-    with no horizontal add."""
+    its 16-bit pair sums (255·127 + 255·127 does not fit), so here both operands are 16 bits and vpmaddwd sums
+    each pair of products into 32 bits. The input comes widened (the conv kernel widens its input once, not
+    every reduction step): two adjacent 16-bit channels, broadcast as one 32-bit word, meet the weights stored
+    [2][8][2] (channels 0 and 1, then 2 and 3, for 8 output lanes), so that each vpmaddwd gives 8 lanes' sums in
+    order, with no horizontal add. The weights are widened as they are loaded (`AVX2`) or stored widened
+    (`AVX2_W16`, twice the bytes, no widening instruction)."""
+    _register_avx2(AVX2, "int8")
+    _register_avx2(AVX2_W16, "int16")
+
+
+def _register_avx2(name: str, weight_dtype: str) -> None:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
+    def weights(B, group):
+        if weight_dtype == "int16":
+            return B.vload([group, 0, 0], "int16x16")
+        return T.Cast("int16x16", B.vload([group, 0, 0], "int8x16"))
+
+    def pair(A, group):  # channels 2·group and 2·group + 1, as 8 copies of one 32-bit word
+        return T.reinterpret(T.broadcast(T.reinterpret(A.vload([group * 2], "int16x2"), dtype="int32"), 8),
+                             dtype="int16x16")
+
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((2, 8, 2), "int8", offset_factor=1),
+        A: T.Buffer((4,), "int16", offset_factor=1),
+        B: T.Buffer((2, 8, 2), weight_dtype, offset_factor=1),
         C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
@@ -127,32 +143,26 @@ def register_avx2() -> None:
             for i, g, j in T.grid(8, 2, 2):
                 with T.sblock("update"):
                     vi, vg, vj = T.axis.remap("SRR", [i, g, j])
-                    C[vi] = C[vi] + T.cast(A[vj * 2 + vg], "int32") * T.cast(B[vg, vi, vj], "int32")
+                    C[vi] = C[vi] + T.cast(A[vg * 2 + vj], "int32") * T.cast(B[vg, vi, vj], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((2, 8, 2), "int8", offset_factor=1),
+        A: T.Buffer((4,), "int16", offset_factor=1),
+        B: T.Buffer((2, 8, 2), weight_dtype, offset_factor=1),
         C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
             T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
             T.writes(C[0:8])
-            words = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint16x16")
-            even = T.reinterpret(words & T.broadcast(T.uint16(255), 16), dtype="int16x16")  # bytes 0, 2
-            odd = T.reinterpret(words >> T.broadcast(T.uint16(8), 16), dtype="int16x16")  # bytes 1, 3
             C[T.ramp(T.int32(0), 1, 8)] = (
                 C.vload([0], dtype="int32x8")
-                + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                    T.Cast("int16x16", B.vload([0, 0, 0], "int8x16")), even, dtype="int32x8")
-                + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                    T.Cast("int16x16", B.vload([1, 0, 0], "int8x16")), odd, dtype="int32x8")
+                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), weights(B, 0),
+                                          pair(A, 0), dtype="int32x8")
+                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), weights(B, 1),
+                                          pair(A, 1), dtype="int32x8")
             )
 
-    TensorIntrin.register(AVX2, desc, impl, override=True)
+    TensorIntrin.register(name, desc, impl, override=True)
 
 
 @functools.cache

@@ -19,6 +19,8 @@ DEPTHWISE_BLOCK = "depthwise_NCHWc_int8"  # the packed depthwise conv's
 POOL_BLOCK = "pool_max"  # TOPI's max pooling compute block (scheduled in the blocked layout)
 POOL_PAD = "pad_temp"  # TOPI's padding block before it
 CONV_PAD = "data_pad"  # the packed convs' own padding block
+WIDEN = "data_widened"  # AVX2's packed convs' input as 16 bits, before the padding
+WIDE_WEIGHTS = "weight_widened"  # AVX2's packed convs' small weights as 16 bits
 
 IC_BLOCK = 4  # bytes one dot-product lane sums: vpdpbusd, sdot and dp4a all take 4
 
@@ -31,14 +33,23 @@ class Packing:
     lanes: int  # output channels of a block: the int32 sums one instruction produces, or a multiple
     depth: int = IC_BLOCK  # input channels each output lane sums per instruction
     # how a lane's `depth` channels are stored beside the lanes: [1][k][4] for an instruction that sums 4 bytes
-    # a lane, [2][k][2] for AVX2's vpmaddwd, which sums pairs (channels 0 and 2, then 1 and 3)
+    # a lane, [2][k][2] for AVX2's vpmaddwd, which sums pairs of 16-bit operands (channels 0 and 1, then 2 and
+    # 3): its conv widens the input to 16 bits once
     weight_groups: int = 1
     row: int | None = None  # the most input channels of one pixel an instruction reads, where more than the depth
+    # weights (stored int8) widened to 16 bits in the kernel before its reduction where they take at most this
+    # many bytes (0: never): no widening instruction in the inner loop, twice the bytes to read there
+    wide_weights_up_to: int = 0
+
+    def widens_weights(self, weight_bytes: int) -> bool:
+        return weight_bytes <= self.wide_weights_up_to
 
 
 PACKINGS = {
     intrinsics.VNNI: Packing(16),
-    intrinsics.AVX2: Packing(8, weight_groups=2),
+    # widened weights measured faster on AMD Zen 3 (512 KB L2) up to 64 KB of int8 weights (the tile costs of
+    # conv_templates fitted with this limit), slower from 512 KB (benchmarks/RESULTS.md)
+    intrinsics.AVX2: Packing(8, weight_groups=2, wide_weights_up_to=64 * 1024),
     intrinsics.ARM_SDOT: Packing(4),
     intrinsics.DP4A: Packing(4),  # dp4a produces one sum; 4 keep a CUDA thread's weight loads contiguous
     intrinsics.I8MM: Packing(8, depth=8),  # smmla: 2 × 2 sums (pixels × channels) of 8 products; 8 are 4 pairs

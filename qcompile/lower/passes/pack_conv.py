@@ -3,14 +3,16 @@ into the layout its FMA vectors read."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tvm
 from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
 from ...ir import bound_value, constant_value, op_name, out_dtype, rewrite_main
-from ..kernels import (CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK, Packing,
-                       calls_kernel)
+from ..kernels import (CONV_BLOCK, CONV_PAD, DEPTHWISE_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, PACK, UNPACK,
+                       WIDE_WEIGHTS, WIDEN, Packing, calls_kernel)
 
 
 @expr_functor.mutator
@@ -48,7 +50,8 @@ class _Pack(PyExprMutator):
             packed = self.builder_.emit_te(to_blocked, data, block, primfunc_name_hint=PACK)
             if integer:
                 weights = relax.const(pack_kernel(kernel, packing))
-                acc = self.builder_.emit_te(_conv_blocked, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
+                conv = functools.partial(_conv_blocked, wide_weights=packing.widens_weights(kernel.size))
+                acc = self.builder_.emit_te(conv, packed, weights, *window, primfunc_name_hint=CONV_BLOCK)
             else:
                 weights = relax.const(pack_float_kernel(kernel, out_block, block))
                 acc = self.builder_.emit_te(_float_conv_blocked, packed, weights, *window,
@@ -91,14 +94,14 @@ def input_block(in_channels: int, oc_block: int, depth: int = IC_BLOCK, row: int
 def pack_kernel(kernel: np.ndarray, packing: Packing) -> np.ndarray:
     """OIHW int8 → [O/k, I/d, H, W, g, k, d/g], zero-padded (k: the packing's lanes, d: its depth, g: its weight
     groups): one dot-product operand per (o, i) block, the d input channels each output lane sums (4; i8mm's
-    smmla: 8) interleaved in g sets: with 2, channels 0 and 2, then 1 and 3."""
+    smmla: 8) in g sets of adjacent channels: with 2, channels 0 and 1, then 2 and 3."""
     oc_block, groups, depth = packing.lanes, packing.weight_groups, packing.depth
     out_channels, in_channels, kh, kw = kernel.shape
     padded = np.zeros((_round_up(out_channels, oc_block), _round_up(in_channels, depth), kh, kw), np.int8)
     padded[:out_channels, :in_channels] = kernel
     o, i = padded.shape[0] // oc_block, padded.shape[1] // depth
     per = depth // groups
-    blocked = padded.reshape(o, oc_block, i, per, groups, kh, kw).transpose(0, 2, 5, 6, 4, 1, 3)
+    blocked = padded.reshape(o, oc_block, i, groups, per, kh, kw).transpose(0, 2, 5, 6, 3, 1, 4)
     return np.ascontiguousarray(blocked)
 
 
@@ -144,24 +147,30 @@ def _window(data, kernel_hw, strides, padding, dilation):
     return data, out_h, out_w, lambda y, x, ry, rx: (y * sh + ry * dh, x * sw + rx * dw)
 
 
-def _conv_blocked(data, kernel, strides, padding, dilation):
+def _conv_blocked(data, kernel, strides, padding, dilation, wide_weights=False):
     """TOPI's conv2d_NCHWc_int8 compute, without its `schedule_rule` tag (MetaSchedule has no rule of that name
     on CPUs and warns once per candidate batch, while its generic rules, with the intrinsic, do the work), and
     with an input in blocks of any multiple of the depth (4 channels; i8mm: 8): the reduction runs over groups of
     `depth` input channels whichever block holds them, so the loop nest, and the tensorized inner block, are
-    those of NCHW[depth]c."""
+    those of NCHW[depth]c. With `wide_weights`, the weights are widened to 16 bits (AVX2's pairs) first."""
     n = data.shape[0]
     oc_chunks, ic_chunks, kh, kw, weight_groups, oc_block, per = kernel.shape
     depth = int(weight_groups) * int(per)
     groups = int(data.shape[-1]) // depth  # groups of `depth` input channels in one block of the input
+    if int(weight_groups) > 1:  # 16-bit pairs (AVX2's vpmaddwd): the input widened once, not at every use
+        narrow = data
+        data = te.compute(narrow.shape, lambda *i: narrow(*i).astype("int16"), name=WIDEN)
+    if wide_weights:
+        stored = kernel
+        kernel = te.compute(stored.shape, lambda *i: stored(*i).astype("int16"), name=WIDE_WEIGHTS)
     data, out_h, out_w, at = _window(data, (kh, kw), strides, padding, dilation)
     ic, ry, rx = te.reduce_axis((0, ic_chunks), "ic"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    if int(weight_groups) > 1:  # the 4 channels interleaved in sets (AVX2's pairs): one reduction axis per level
+    if int(weight_groups) > 1:  # the 4 channels in sets of adjacent ones (AVX2's pairs): one reduction axis each
         rg, rc = te.reduce_axis((0, weight_groups), "rg"), te.reduce_axis((0, per), "rc")
         return te.compute(
             (n, oc_chunks, out_h, out_w, oc_block),
             lambda b, oc, y, x, ob: te.sum(
-                data[b, ic // groups, *at(y, x, ry, rx), ic % groups * depth + rc * weight_groups + rg]
+                data[b, ic // groups, *at(y, x, ry, rx), ic % groups * depth + rg * per + rc]
                 .astype("int32")
                 * kernel[oc, ic, ry, rx, rg, ob, rc].astype("int32"),
                 axis=[ry, rx, ic, rg, rc]),
