@@ -45,6 +45,26 @@ def test_a_kernel_whose_size_is_a_multiple_of_the_vector_runs_as_one_flat_vector
     np.testing.assert_array_equal(_run(mod, target, a, b, out_shape=(4, 8, 16)), a * b)
 
 
+def test_an_operand_broadcast_along_outer_axes_is_read_once_per_step_not_gathered_per_lane():
+    # int8-dynamic's quantize of a conv's output [1, C/8, 1, rows, 8] by a per-row scale [1, 1, 1, rows, 1]
+    mod, target = _scheduled(lambda x, s: te.compute(x.shape, lambda b, c, h, r, k: x[b, c, h, r, k]
+                                                     / s[b, 0, h, r, 0]), (1, 16, 1, 32, 8), (1, 1, 1, 32, 1))
+    vector = [loop for loop in _loops(mod["main"]) if loop.kind == tvm.tirx.stmt.ForKind.VECTORIZED]
+    assert [int(loop.extent) for loop in vector] == [8]  # the lanes of one row; the scale one value for them
+    x = np.random.default_rng(3).standard_normal((1, 16, 1, 32, 8)).astype(np.float32)
+    scale = np.random.default_rng(4).uniform(0.5, 2, (1, 1, 1, 32, 1)).astype(np.float32)
+    np.testing.assert_array_equal(_run(mod, target, x, scale, out_shape=x.shape), x / scale)
+
+
+def _loops(func) -> list:
+    """Every loop (`For`) of a one-block kernel."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    block = sch.get_child_blocks(sch.get_sblock("root"))[0]
+    return [sch.get(loop) for loop in sch.get_loops(block)]
+
+
 def _depthwise_reference(data, kernel, stride):
     """NCHW[k]c depthwise conv with one pixel of zero padding, in numpy (int32 sums)."""
     padded = np.pad(data.astype(np.int32), ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))

@@ -75,10 +75,40 @@ class _Injective(_rule_base()):
                 if int(sch.get(inner).extent) <= MAX_VECTOR_LOOP:
                     sch.vectorize(inner)
                 continue
+            suffix = _contiguous_suffix(sch.get(block), len(loops))
+            if suffix < len(loops) and _extent(sch, loops[-suffix:]) >= lanes // 2:
+                # an operand broadcast along the outer axes only (a per-row scale, a per-channel bias): vectorized
+                # over the inner axes it is one value (or one contiguous vector) per step; over the flat loop every
+                # lane would compute its index by division and gather it
+                outer, inner = loops[:-suffix], sch.fuse(*loops[-suffix:])
+                if outer:
+                    sch.parallel(sch.fuse(*outer))
+                if _extent(sch, [inner]) > MAX_VECTOR_LOOP and _extent(sch, [inner]) % lanes == 0:
+                    _, inner = sch.split(inner, factors=[None, lanes])
+                if _extent(sch, [inner]) <= MAX_VECTOR_LOOP:
+                    sch.vectorize(inner)
+                continue
             outer, inner = sch.split(sch.fuse(*loops), factors=[None, lanes])
             sch.parallel(outer)
             sch.vectorize(inner)
         return sch
+
+
+def _contiguous_suffix(block, axes: int) -> int:
+    """How many innermost axes of the output every operand reads either along (the same extents) or not at all
+    (extents of 1): over them, each operand is one contiguous run or one value."""
+    out = [int(d) for d in block.writes[0].source.shape]
+    suffix = axes
+    for read in block.reads:
+        shape = [int(d) for d in read.source.shape]
+        if len(shape) != len(out):
+            continue  # a scalar parameter (one value)
+        for k in range(1, suffix + 1):
+            tail, full = shape[-k:], out[-k:]
+            if tail != full and any(d != 1 for d in tail):
+                suffix = k - 1
+                break
+    return suffix
 
 
 def _layout_change(sch, block, loops) -> bool:
