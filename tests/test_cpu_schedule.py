@@ -56,6 +56,18 @@ def test_an_operand_broadcast_along_outer_axes_is_read_once_per_step_not_gathere
     np.testing.assert_array_equal(_run(mod, target, x, scale, out_shape=x.shape), x / scale)
 
 
+def test_a_transpose_is_computed_in_square_tiles_of_vectors():
+    # a conv's output [1, C, 1, T] as attention's rows [1, T, C], plus a residual
+    mod, target = _scheduled(lambda x, r: te.compute(r.shape, lambda b, t, c: x[b, c, 0, t] + r[b, t, c]),
+                             (1, 64, 1, 32), (1, 32, 64))
+    loops = _loops(mod["main"])
+    assert [int(loop.extent) for loop in loops[-2:]] == [8, 8]  # a tile's rows, over a vector of its columns
+    assert loops[-1].kind == tvm.tirx.stmt.ForKind.VECTORIZED and loops[-2].kind == tvm.tirx.stmt.ForKind.UNROLLED
+    x = np.random.default_rng(5).standard_normal((1, 64, 1, 32)).astype(np.float32)
+    r = np.random.default_rng(6).standard_normal((1, 32, 64)).astype(np.float32)
+    np.testing.assert_array_equal(_run(mod, target, x, r, out_shape=r.shape), x[:, :, 0].transpose(0, 2, 1) + r)
+
+
 def _loops(func) -> list:
     """Every loop (`For`) of a one-block kernel."""
     from tvm import s_tir

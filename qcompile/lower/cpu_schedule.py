@@ -63,6 +63,8 @@ class _Injective(_rule_base()):
             extent = _extent(sch, loops)
             if extent is None:  # a loop whose length is known only at run time (NonMaxSuppression's outputs)
                 continue
+            if _transposes(sch.get(block)) and _tile_transpose(sch, loops):
+                continue
             if extent % lanes or _gathers(sch.get(block)):
                 # a ragged split would leave a predicate in the vector loop, which LLVM then runs lane by lane
                 # (a padded 225×225 image: ~30× slower); a kernel reading another shape than it writes (pad,
@@ -92,6 +94,43 @@ class _Injective(_rule_base()):
             sch.parallel(outer)
             sch.vectorize(inner)
         return sch
+
+
+TRANSPOSE_TILE = 8  # rows × columns of a transpose's tile: 8 float32 lanes, 8 rows of a cache line each
+
+
+def _transposes(block) -> bool:
+    """Whether the block reads an operand across the output's innermost axis: that axis moves one of the
+    operand's outer indices and not its last one (a transpose: attention's heads, a conv's output as rows)."""
+    import tvm
+    from tvm.tirx.analysis import undefined_vars
+
+    analyzer = tvm.sym.Analyzer()
+    for iv in block.iter_vars:  # the indices simplified within the axes' ranges: (x // 256) of x < 256 is 0
+        analyzer.bind(iv.var, iv.dom)
+    inner = block.iter_vars[-1].var
+    for read in block.reads:
+        uses = [any(v.same_as(inner) for v in undefined_vars(analyzer.simplify(r.min))) for r in read.region]
+        if len(uses) > 1 and not uses[-1] and any(uses[:-1]):
+            return True
+    return False
+
+
+def _tile_transpose(sch, loops) -> bool:
+    """Schedule a transpose in square tiles: the output's last two axes split by TRANSPOSE_TILE, a tile's rows
+    unrolled over a vector of its columns, so that the operand read across is gathered from the 8 cache lines
+    of one tile, not from a column as long as the row (a cache line for every element); False where the last two
+    axes do not divide by the tile."""
+    if len(loops) < 2 or any(_extent(sch, [loop]) % TRANSPOSE_TILE for loop in loops[-2:]):
+        return False
+    *outer, rows, columns = loops
+    row_tiles, row = sch.split(rows, factors=[None, TRANSPOSE_TILE])
+    column_tiles, column = sch.split(columns, factors=[None, TRANSPOSE_TILE])
+    sch.reorder(row_tiles, column_tiles, row, column)
+    sch.parallel(sch.fuse(*outer, row_tiles))
+    sch.unroll(row)
+    sch.vectorize(column)
+    return True
 
 
 def _contiguous_suffix(block, axes: int) -> int:
