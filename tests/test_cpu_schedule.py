@@ -68,6 +68,18 @@ def test_a_transpose_is_computed_in_square_tiles_of_vectors():
     np.testing.assert_array_equal(_run(mod, target, x, r, out_shape=r.shape), x[:, :, 0].transpose(0, 2, 1) + r)
 
 
+def test_a_row_reduction_keeps_a_vector_of_partial_results_per_row():
+    # int8-dynamic's per-row range: max |x| over each row of 256
+    def row_max(x):
+        k = te.reduce_axis((0, 256), "k")
+        return te.compute((1, 32, 1), lambda b, t, _: te.max(te.abs(x[b, t, k]), axis=k))
+
+    mod, target = _scheduled(row_max, (1, 32, 256))
+    assert "T.vectorized(16)" in mod["main"].script()
+    x = np.random.default_rng(7).standard_normal((1, 32, 256)).astype(np.float32)
+    np.testing.assert_array_equal(_run(mod, target, x, out_shape=(1, 32, 1)), np.abs(x).max(-1, keepdims=True))
+
+
 def _loops(func) -> list:
     """Every loop (`For`) of a one-block kernel."""
     from tvm import s_tir
