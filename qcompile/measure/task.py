@@ -1,8 +1,8 @@
 """What labels score a model's outputs by: class indices (top-1, top-5), or text lines for a sequence recognizer
 whose output is per-step class scores (greedy CTC decoding, exact match).
 
-`read(path, ...)` picks the kind from the labels file: a text file (`.txt`, one line a sample; `.tsv`, the text
-after the first tab, matched to image files by name where the data is a folder) gives `Texts`, anything else
+`evaluate.load` picks the kind by the labels file (`is_text`): a text file (`.txt`, one line a sample; `.tsv`, the
+text after the first tab, matched to image files by name where the data is a folder) gives `Texts`, anything else
 `Classes`. Both answer the same questions, so `qcompile eval` and accuracy control need no per-kind branch.
 """
 
@@ -40,9 +40,10 @@ class Classes:
 
 @dataclasses.dataclass(frozen=True)
 class Texts:
-    """Text lines, one a sample, for outputs of per-step scores over `classes` ([samples, steps × classes]):
-    the best class a step, repeats merged, the blank (class 0) dropped; class k is `characters[k - 1]`, the
-    classes after the list a space (PaddleOCR's convention). Spaces are ignored in the comparison."""
+    """Text lines, one a sample, for outputs of per-step scores over the blank, the characters and a space
+    ([samples, steps × (len(characters) + 2)]): the best class a step, repeats merged, the blank (class 0)
+    dropped; class k is `characters[k - 1]`, the last a space (PaddleOCR's convention). Spaces are ignored in the
+    comparison."""
 
     labels: tuple[str, ...]
     characters: tuple[str, ...]
@@ -63,9 +64,6 @@ class Texts:
 
     def __getitem__(self, index) -> "Texts":
         return dataclasses.replace(self, labels=tuple(np.asarray(self.labels, dtype=object)[index]))
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
