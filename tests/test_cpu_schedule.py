@@ -80,6 +80,20 @@ def test_a_row_reduction_keeps_a_vector_of_partial_results_per_row():
     np.testing.assert_array_equal(_run(mod, target, x, out_shape=(1, 32, 1)), np.abs(x).max(-1, keepdims=True))
 
 
+def test_a_reduction_over_blocks_and_lanes_steps_through_the_blocks_with_a_vector_of_lanes():
+    # int8-dynamic's range of a conv's output in NCHW8c: max |x| over the channel blocks and their 8 lanes
+    def blocked_max(x):
+        blocks, lanes = te.reduce_axis((0, 16), "blocks"), te.reduce_axis((0, 8), "lanes")
+        return te.compute((1, 1, 1, 32, 1), lambda b, _, h, t, __: te.max(te.abs(x[b, blocks, h, t, lanes]),
+                                                                            axis=[blocks, lanes]))
+
+    mod, target = _scheduled(blocked_max, (1, 16, 1, 32, 8))
+    assert mod["main"].script().count("T.vectorized(8)") == 2  # the partial results' init and update
+    x = np.random.default_rng(10).standard_normal((1, 16, 1, 32, 8)).astype(np.float32)
+    np.testing.assert_array_equal(_run(mod, target, x, out_shape=(1, 1, 1, 32, 1)),
+                                  np.abs(x).max(axis=(1, 4), keepdims=True))
+
+
 def _loops(func) -> list:
     """Every loop (`For`) of a one-block kernel."""
     from tvm import s_tir

@@ -299,6 +299,35 @@ def test_blocked_epilogue_quantizes_a_float_convs_result_in_its_blocks_when_per_
     assert quantize_input_rank(per_channel) == 4  # its channel axis means NCHW's: left after the unpack
 
 
+def test_blocked_epilogue_takes_a_maximum_across_channels_over_the_blocks_without_unpacking():
+    """int8-dynamic's row range of a float conv's output (|y| maxed over the channels of a [1, C, 1, rows] view):
+    over the blocks and their lanes, so that no unpacked copy of the conv's output is made for it."""
+    from qcompile.lower.passes.blocked_epilogue import BlockedEpilogue
+    from qcompile.lower.passes.pack_conv import PackConv
+
+    kernel = np.random.default_rng(8).standard_normal((16, 8, 1, 1)).astype(np.float32)
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 8, 1, 32), "float32")) -> R.Tensor((1, 1, 1, 32), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(kernel))
+                m = R.max(R.abs(y), axis=[1], keepdims=True)
+                R.output(m)
+            return m
+
+    with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):
+        mod = BlockedEpilogue()(PackConv(None, float_block=8)(Module))
+    (value,) = [b.value for b in mod["main"].body.blocks[0].bindings
+                if getattr(getattr(b.value, "op", None), "name", "") == "relax.max"]
+    assert len(value.args[0].ty.shape) == 5 and [int(a) for a in value.attrs.axis] == [1, 4]  # NCHW8c
+    x = np.random.default_rng(9).standard_normal((1, 8, 1, 32)).astype(np.float32)
+    expected = np.abs(np.einsum("oc,nchw->nohw", kernel[:, :, 0, 0], x)).max(1, keepdims=True)
+    vm = tvm.relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), expected, rtol=1e-5)
+
+
 SIGNAL_FILTERS = np.arange(-24, 24, dtype=np.int8).reshape(6, 1, 1, 8)  # 6 filters of 8 taps over one channel
 
 

@@ -304,25 +304,55 @@ def _row_reduction(func):
     iters = reduction.iter_vars
     written = {w.source for w in reduction.writes}
     sources = [r for r in reduction.reads if r.source not in written]
-    if (not iters or iters[-1].iter_type == _SPATIAL or any(iv.iter_type != _SPATIAL for iv in iters[:-1])
-            or (_static(iters[-1].dom.extent) or 1) % ROW_LANES or len(sources) != 1
-            or not sources[0].region[-1].min.same_as(iters[-1].var)
+    spatial = [iv for iv in iters if iv.iter_type == _SPATIAL]
+    width = _static(iters[-1].dom.extent) if iters else None
+    if (not iters or iters[-1].iter_type == _SPATIAL or list(iters[:len(spatial)]) != spatial
+            or not width or len(sources) != 1 or not sources[0].region[-1].min.same_as(iters[-1].var)
             or any(iv.iter_type != _SPATIAL for block in blocks[:-1] for iv in sch.get(block).iter_vars)):
+        return None
+    reduced = [i for i, r in enumerate(sources[0].region)
+               if any(r.min.same_as(iv.var) for iv in iters[len(spatial):])]
+    # one row's innermost axis, split into vectors; or a blocked layout's lanes (at most a vector) reduced with its
+    # blocks, an outer axis (NCHW[k]c's channels); a mean over the innermost H and W is neither
+    lanes_of_blocks = width <= ROW_LANES and len(reduced) == 2 and reduced[0] < reduced[1] - 1
+    if not (len(reduced) == 1 and width % ROW_LANES == 0) and not lanes_of_blocks:
         return None
     try:
         for block in blocks[:-1]:
             sch.compute_inline(block)  # |x| read where it is reduced
-        *rows, steps = sch.get_loops(blocks[-1])
-        _, lanes = sch.split(steps, factors=[None, ROW_LANES])
+        loops = sch.get_loops(blocks[-1])
+        rows, steps = loops[:len(spatial)], loops[len(spatial):]
+        if lanes_of_blocks:
+            return _blocks_and_lanes(sch, blocks[-1], steps[-1], len(rows))
+        _, lanes = sch.split(steps[-1], factors=[None, ROW_LANES])
         partial = sch.rfactor(lanes, factor_axis=len(rows))
         row = sch.fuse(*sch.get_loops(blocks[-1])[:len(rows)])
         sch.compute_at(partial, row)
         sch.parallel(row)
-        *_, lane_loop, step_loop = sch.get_loops(partial)
-        sch.reorder(step_loop, lane_loop)  # the lanes as the vector, the steps outside
+        _, lane_loop, *step_loops = sch.get_loops(partial)
+        sch.reorder(*step_loops, lane_loop)  # the lanes as the vector, the steps outside
         sch.vectorize(lane_loop)
     except Exception:  # noqa: BLE001 - TVM's error for a kernel of another shape: left to the other rules
         return None
+    return sch
+
+
+def _blocks_and_lanes(sch, reduction, lanes, rows: int):
+    """A reduction over NCHW[k]c's blocks and lanes: a vector of k partial results per position, computed for a
+    tile of positions block by block, so that each step reads a contiguous run of the input (the blocks are far
+    apart: a row's pass over them would jump a page at every step); then each position's k lanes."""
+    partial = sch.rfactor(lanes, factor_axis=rows)
+    *positions, block, lane = sch.get_loops(partial)
+    position = sch.fuse(*positions)
+    count = _static(sch.get(position).extent)
+    tile = max(d for d in range(1, 17) if count % d == 0)
+    tiles, inner = sch.split(position, factors=[None, tile])
+    sch.reorder(tiles, block, inner, lane)
+    sch.parallel(tiles)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(partial, block)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.parallel(sch.fuse(*sch.get_loops(reduction)[:-1]))
     return sch
 
 

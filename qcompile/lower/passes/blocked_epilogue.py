@@ -22,6 +22,8 @@ class _Sink(PyExprMutator):
             return self._concat(call)
         if name == "relax.nn.max_pool2d":
             return self._max_pool(call)
+        if name == "relax.max":
+            return self._channel_max(call)
         rebuild = unary(call)
         if rebuild is not None:
             packed = self._packed(call.args[0])
@@ -68,6 +70,18 @@ class _Sink(PyExprMutator):
                                                     padding=a.padding, dilation=a.dilation, ceil_mode=a.ceil_mode,
                                                     layout=layout, out_layout=layout))
         return self._unpack(pooled, channels)
+
+    def _channel_max(self, call):
+        """The maximum across the channels of an unpacked tensor whose channels fill their blocks (int8-dynamic's
+        row range of a conv's output): the maximum over the blocks and their lanes, with no unpack."""
+        packed = self._packed(call.args[0])
+        axes = call.attrs.axis
+        if packed is None or axes is None or [int(a) for a in axes] != [1] or not call.attrs.keepdims:
+            return call
+        blocked, channels = packed
+        if int(blocked.ty.shape[1]) * int(blocked.ty.shape[-1]) != channels:  # padding lanes would count
+            return call
+        return R.reshape(self.builder_.emit(R.max(blocked, axis=[1, 4], keepdims=True)), static_shape(call))
 
     def _operand(self, arg, args):
         """(blocked tensor, channels) for an unpacked one, a constant packed to match, a tensor the same for every
