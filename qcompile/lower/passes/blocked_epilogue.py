@@ -130,7 +130,8 @@ class BlockedEpilogue:
     requantize kernel.
 
     Channel concats of such results (channels filling their blocks) and max pooling run blocked too, so that an
-    activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack → pack)."""
+    activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack → pack); so
+    does a maximum across the channels (int8-dynamic's row range), over the blocks and their lanes."""
 
     def transform_module(self, mod, ctx):
         mod = rewrite_main(_Sink(mod), mod)
