@@ -295,7 +295,8 @@ ROW_LANES = 16  # float32 lanes of one AVX-512 register: the partial sums a row'
 def _row_reduction(func):
     """A schedule for a kernel that reduces each row along its input's innermost axis after elementwise producers
     (int8-dynamic's row maxima of |x|), or None: rows in parallel, each reduced as ROW_LANES partial results in a
-    vector (`rfactor`), then those. TVM's untuned nest is scalar (BERT-like rows of 256: 11 → 3 µs)."""
+    vector (`rfactor`), then those; over NCHW[k]c's blocks and lanes, `_blocks_and_lanes`. TVM's untuned nest is
+    scalar (BERT-like rows of 256: 11 → 1.4 µs)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
