@@ -269,8 +269,7 @@ def _across_channels(sch, blocks) -> bool:
     reduction = sch.get(blocks[-1])
     iters = reduction.iter_vars
     spatial = [i for i, iv in enumerate(iters) if iv.iter_type == _SPATIAL]
-    written = {w.source for w in reduction.writes}
-    sources = [r for r in reduction.reads if r.source not in written]
+    sources = _reduced_inputs(reduction)
     if (len(blocks) > 2 or not iters or iters[-1].iter_type == _SPATIAL or len(sources) != 1  # a matmul reads two
             or any(iv.iter_type != _SPATIAL for block in blocks[:-1] for iv in sch.get(block).iter_vars)
             or not spatial or spatial != list(range(len(spatial))) or int(iters[spatial[-1]].dom.extent) < 8
@@ -289,6 +288,12 @@ def _across_channels(sch, blocks) -> bool:
     return True
 
 
+def _reduced_inputs(reduction) -> list:
+    """The regions a reduction block reads, but for its own accumulator."""
+    written = {w.source for w in reduction.writes}
+    return [r for r in reduction.reads if r.source not in written]
+
+
 ROW_LANES = 16  # float32 lanes of one AVX-512 register: the partial sums a row's reductions keep
 
 
@@ -303,11 +308,10 @@ def _row_reduction(func):
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     reduction = sch.get(blocks[-1])
     iters = reduction.iter_vars
-    written = {w.source for w in reduction.writes}
-    sources = [r for r in reduction.reads if r.source not in written]
-    spatial = [iv for iv in iters if iv.iter_type == _SPATIAL]
+    sources = _reduced_inputs(reduction)
+    spatial = [i for i, iv in enumerate(iters) if iv.iter_type == _SPATIAL]
     width = _static(iters[-1].dom.extent) if iters else None
-    if (not iters or iters[-1].iter_type == _SPATIAL or list(iters[:len(spatial)]) != spatial
+    if (not iters or iters[-1].iter_type == _SPATIAL or spatial != list(range(len(spatial)))
             or not width or len(sources) != 1 or not sources[0].region[-1].min.same_as(iters[-1].var)
             or any(iv.iter_type != _SPATIAL for block in blocks[:-1] for iv in sch.get(block).iter_vars)):
         return None
