@@ -68,6 +68,32 @@ def test_a_transpose_is_computed_in_square_tiles_of_vectors():
     np.testing.assert_array_equal(_run(mod, target, x, r, out_shape=r.shape), x[:, :, 0].transpose(0, 2, 1) + r)
 
 
+@pytest.mark.parametrize("heads", [1, 2])
+def test_a_blocked_operand_read_into_rows_is_vectorized_over_its_lanes_not_gathered(heads):
+    # a conv's output in NCHW8c [1, 64/8, 1, T, 8] as attention's rows [1, T, 64] plus a residual (one head), or
+    # as its heads [1, 2, T, 32]
+    width = 64 // heads
+
+    def rows(x, r):
+        return te.compute(r.shape, lambda b, t, c: x[b, c // 8, 0, t, c % 8] + r[b, t, c])
+
+    def split_heads(x):
+        return te.compute((1, heads, 32, width), lambda b, h, t, d: x[b, (h * width + d) // 8, 0, t, (h * width + d) % 8])
+
+    x = np.random.default_rng(11).standard_normal((1, 8, 1, 32, 8)).astype(np.float32)
+    channels_last = x[:, :, 0].transpose(0, 2, 1, 3).reshape(1, 32, 64)
+    if heads == 1:
+        r = np.random.default_rng(12).standard_normal((1, 32, 64)).astype(np.float32)
+        mod, target = _scheduled(rows, x.shape, r.shape)
+        arrays, expected = (x, r), channels_last + r
+    else:
+        mod, target = _scheduled(split_heads, x.shape)
+        arrays, expected = (x,), channels_last.reshape(1, 32, heads, width).transpose(0, 2, 1, 3)
+    loops = _loops(mod["main"])
+    assert int(loops[-1].extent) == 8 and loops[-1].kind == tvm.tirx.stmt.ForKind.VECTORIZED  # one block's lanes
+    np.testing.assert_array_equal(_run(mod, target, *arrays, out_shape=expected.shape), expected)
+
+
 def test_a_row_reduction_keeps_a_vector_of_partial_results_per_row():
     # int8-dynamic's per-row range: max |x| over each row of 256
     def row_max(x):

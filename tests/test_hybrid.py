@@ -33,6 +33,24 @@ def mlp(path, width=64):
     return path
 
 
+def heads(path, width=32, count=2):
+    """x [1, 16, width] → MatMul width×width → Reshape, Transpose into `count` heads [1, count, 16, width/count],
+    as attention splits its queries."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1, 16, count, width // count], np.int64), "shape")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["q"], name="query"),
+             helper.make_node("Reshape", ["q", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1, 3])]
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, count, 16, width // count])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def lowered_kernels(path, precision, exclude=frozenset()):
     spec = targets.resolve("x86")
     request = CompileRequest(model=path, target=spec, precision=precision, quant=QuantConfig(exclude=exclude))
@@ -103,10 +121,20 @@ def test_an_excluded_layer_keeps_its_float_weights_in_the_hybrid_modes(precision
     assert any(c.dtype == np.float32 and np.array_equal(np.sort(c[c != 0]), np.sort(w2.ravel())) for c in found)
 
 
+def test_a_projection_split_into_heads_leaves_its_conv_through_one_layout_kernel(tmp_path):
+    from qcompile.lower.kernels import UNPACK
+
+    names = [name for name, _ in kernel_calls(lowered_kernels(heads(tmp_path / "heads.onnx"), "int8-dynamic"))]
+    # the packed conv's result goes to the heads' layout in one kernel: its unpack fused with the transpose, not
+    # an unpack to NCHW and a transpose after it
+    unpacks = [name for name in names if UNPACK in name]
+    assert unpacks and all("transpose" in name for name in unpacks), names
+
+
 @pytest.mark.parametrize("precision, bound", [("int8-weights", 0.9999), ("int8-dynamic", 0.999)])
 def test_hybrid_builds_stay_close_to_onnxruntime_fp32(precision, bound, tmp_path):
-    for path in (mlp(tmp_path / "mlp.onnx"), recurrent_model(tmp_path / "lstm.onnx", "LSTM", seq=6, batch=1,
-                                                              width=16, hidden=16)):
+    for path in (mlp(tmp_path / "mlp.onnx"), heads(tmp_path / "heads.onnx"),
+                 recurrent_model(tmp_path / "lstm.onnx", "LSTM", seq=6, batch=1, width=16, hidden=16)):
         library = tmp_path / f"{path.stem}_{precision}.so"
         assert run_cli("build", path, "--precision", precision, "-o", library, "-q") == 0  # no calibration data
         model = qcompile.load(library)

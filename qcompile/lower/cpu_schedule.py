@@ -65,6 +65,15 @@ class _Injective(_rule_base()):
                 continue
             if _transposes(sch.get(block)) and _tile_transpose(sch, loops):
                 continue
+            run = _gathers(sch.get(block)) and _lane_run(sch.get(block), _extent(sch, loops[-1:]))
+            if run:
+                # an operand in a blocked layout read into rows (NCHW[k]c into a sequence's rows or heads): a
+                # vector of its k lanes is one load; the whole row would be gathered lane by lane
+                *outer, _, lane = *loops[:-1], *sch.split(loops[-1], factors=[None, run])
+                if outer:
+                    sch.parallel(sch.fuse(*outer))
+                sch.vectorize(lane)
+                continue
             if extent % lanes or _gathers(sch.get(block)):
                 # a ragged split would leave a predicate in the vector loop, which LLVM then runs lane by lane
                 # (a padded 225×225 image: ~30× slower); a kernel reading another shape than it writes (pad,
@@ -148,6 +157,38 @@ def _contiguous_suffix(block, axes: int) -> int:
                 suffix = k - 1
                 break
     return suffix
+
+
+def _lane_run(block, extent: int) -> int | None:
+    """The longest run of the output's innermost axis, dividing it, over which every operand is read contiguously
+    along its own last axis (or is one value); None where there is none or it is the whole axis."""
+    import tvm
+
+    inner = block.iter_vars[-1].var
+    for run in (d for d in range(extent, 1, -1) if extent % d == 0 and (d == extent or d <= MAX_VECTOR_LOOP)):
+        analyzer = tvm.sym.Analyzer()
+        for iv in block.iter_vars[:-1]:
+            analyzer.bind(iv.var, iv.dom)
+        step, lane = tvm.tirx.Var("step", inner.ty), tvm.tirx.Var("lane", inner.ty)
+        analyzer.bind(step, tvm.ir.Range(0, extent // run))
+        analyzer.bind(lane, tvm.ir.Range(0, run))
+        analyzer.bind(inner, step * run + lane)
+        if all(_along_last(analyzer, read, lane) for read in block.reads):
+            return run if run < extent else None
+    return None
+
+
+def _along_last(analyzer, read, lane) -> bool:
+    """Whether `lane` moves the read's last index by one a step and no other index."""
+    from tvm.tirx.analysis import undefined_vars
+
+    def uses(index):
+        return any(v.same_as(lane) for v in undefined_vars(index))
+
+    if not read.region:
+        return True  # a scalar
+    *outer, last = [analyzer.simplify(r.min) for r in read.region]
+    return not any(uses(index) for index in outer) and not (uses(last) and uses(analyzer.simplify(last - lane)))
 
 
 def _layout_change(sch, block, loops) -> bool:

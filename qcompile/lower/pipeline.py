@@ -23,6 +23,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     from .passes.matmul_as_conv import MatmulAsConv
     from .passes.pack_conv import PackConv
     from .passes.unfold_row_conv import UnfoldRowConv
+    from .passes.unpack_into_consumers import UnpackIntoConsumers
 
     passes = []
     target = spec.tvm_target()
@@ -53,6 +54,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     passes += [
         AddOperandBoundary(),  # a residual add's widening cast fuses into the add's kernel, not its producer's
         relax.transform.EliminateCommonSubexpr(),  # a block's first conv and its shortcut each packed the input
+        UnpackIntoConsumers(),  # an unpack fuses with the reshapes, transposes, pad and pack after it
     ]
     if spec.kind == "llvm":
         passes.append(FastMath())  # float exp/erf/tanh/sigmoid/GELU/softmax as vectorizable polynomials
