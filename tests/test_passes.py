@@ -380,3 +380,53 @@ def test_an_unfolded_one_channel_conv_computes_numpys_integers():
     taps = x[:, 0, 0, np.arange(7)[:, None] * 4 + np.arange(8)[None, :] * 2].astype(np.int64)  # [N, W', K]
     expected = np.einsum("njk,ok->noj", taps, SIGNAL_FILTERS[:, 0, 0].astype(np.int64))[:, :, None, :]
     np.testing.assert_array_equal(ours, expected)
+
+
+def test_unpack_into_consumers_lets_an_unpack_fuse_with_the_transposes_after_it_but_not_with_a_concat():
+    """PackConv binds the conv's variable to the unpack's (an alias), which FuseOps takes as an opaque node: the
+    alias goes where only layout changes read it (attention's head split) and stays before a concat."""
+    from qcompile.lower.passes.pack_conv import PackConv
+    from qcompile.lower.passes.unpack_into_consumers import UnpackIntoConsumers
+
+    kernel = np.random.default_rng(13).standard_normal((16, 8, 1, 1)).astype(np.float32)
+
+    @I.ir_module
+    class Heads:
+        @R.function
+        def main(x: R.Tensor((1, 8, 1, 32), "float32")) -> R.Tensor((1, 2, 32, 8), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(kernel))
+                h = R.permute_dims(R.reshape(y, [1, 2, 8, 32]), [0, 1, 3, 2])
+                R.output(h)
+            return h
+
+    @I.ir_module
+    class Concat:
+        @R.function
+        def main(x: R.Tensor((1, 8, 1, 32), "float32")) -> R.Tensor((1, 24, 1, 32), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(kernel))
+                c = R.concat([y, x], axis=1)
+                R.output(c)
+            return c
+
+    def aliases(mod):
+        return sum(isinstance(b.value, tvm.relax.Var) for b in mod["main"].body.blocks[0].bindings)
+
+    def fused_kernels(mod):
+        with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):
+            mod = tvm.relax.get_pipeline("zero")(mod)
+        return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+    for module, fuses in ((Heads, True), (Concat, False)):
+        with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):
+            packed = PackConv(None, float_block=8)(module)
+            mod = UnpackIntoConsumers()(packed)
+        assert aliases(packed) == 1 and aliases(mod) == (0 if fuses else 1)
+        assert any("unpack_output" in k and "transpose" in k for k in fused_kernels(mod)) == fuses
+    x = np.random.default_rng(14).standard_normal((1, 8, 1, 32)).astype(np.float32)
+    y = np.einsum("oc,nchw->nohw", kernel[:, :, 0, 0], x)
+    vm = tvm.relax.VirtualMachine(tvm.compile(UnpackIntoConsumers()(PackConv(None, float_block=8)(Heads)),
+                                              target="llvm"), tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(),
+                               y.reshape(1, 2, 8, 32).transpose(0, 1, 3, 2), rtol=1e-5, atol=1e-5)

@@ -13,6 +13,7 @@ from . import intrinsics
 
 PACK = "pack_data"  # kernels that turn NCHW activations into NCHW[k]c
 UNPACK = "unpack_output"  # kernels that turn a packed conv's output back into NCHW
+PAD = "pad"  # an integer pad filling with the zero point (the name quantize's LiftScalars gives it)
 CONV_BLOCK = "conv2d_NCHWc_int8"  # the packed conv's compute block, which target schedules look for
 FLOAT_CONV_BLOCK = "conv2d_NCHWc_float"  # the packed float conv's
 DEPTHWISE_BLOCK = "depthwise_NCHWc_int8"  # the packed depthwise conv's

@@ -7,7 +7,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
 from ...ir import op_name, rewrite_main
-from ..kernels import PACK, UNPACK, calls_kernel
+from ..kernels import PACK, PAD, UNPACK, calls_kernel
 
 # consumers that read each value once, in one branch: fused into a concat or a resize, the unpack and the
 # requantize chain before it would be computed for every output element of every branch or every upsampled pixel
@@ -26,7 +26,8 @@ class _Unalias(PyExprMutator):
         # (a dataflow block's output keeps its binding: the unpack's variable is not visible after the block)
         if (isinstance(source, relax.Var) and isinstance(binding.var, relax.DataflowVar)
                 and calls_kernel(self.lookup_binding(source), UNPACK) and self.users.get(binding.var)
-                and all(op_name(v) in LAYOUT_OPS or calls_kernel(v, PACK) for v in self.users[binding.var])):
+                and all(op_name(v) in LAYOUT_OPS or calls_kernel(v, PACK) or calls_kernel(v, PAD)
+                        for v in self.users[binding.var])):
             self.set_var_remap(binding.var, self.visit_expr(source))
             return
         super().visit_var_binding_(binding)
