@@ -67,7 +67,8 @@ def main():
             builds = {"int8": driver.compile_model(dataclasses.replace(request, accuracy=None)), "plan": planned,
                       "fp32": driver.compile_model(dataclasses.replace(request, accuracy=None, precision="fp32"))}
             inputs = planned.sidecar.inputs
-            unseen, _ = driver._accuracy_data(dataclasses.replace(control, stride=(1, 2)), calib, inputs)
+            # without labels: no model proto or output shape needed (they give a text labels' character list)
+            unseen, _ = driver._accuracy_data(dataclasses.replace(control, stride=(1, 2)), calib, inputs, None, None)
             reference = np.stack([o[0].reshape(-1) for o in verify.onnxruntime_outputs(
                 request.model, [s.name for s in inputs], unseen)])
             metric_name, metric = driver._metric(reference, None, planned.sidecar.outputs[0].shape)
