@@ -430,3 +430,42 @@ def test_unpack_into_consumers_lets_an_unpack_fuse_with_the_transposes_after_it_
                                               target="llvm"), tvm.cpu())
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(),
                                y.reshape(1, 2, 8, 32).transpose(0, 1, 3, 2), rtol=1e-5, atol=1e-5)
+
+
+def _codes_product(depth):
+    """Attention's integer product as the quantizer writes it: two uint8 activations less their zero points, as
+    int16, multiplied into int32."""
+    from tvm import relax
+
+    builder = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType((2, 8, depth), "uint8"))
+    b = relax.Var("b", relax.TensorType((2, depth, 16), "uint8"))
+    with builder.function("main", [a, b]):
+        with builder.dataflow():
+            x = builder.emit(R.subtract(R.astype(a, "int16"), relax.const(np.array([3], np.int16))))
+            y = builder.emit(R.subtract(R.astype(b, "int16"), relax.const(np.array([250], np.int16))))
+            p = builder.emit_output(R.matmul(x, y, out_dtype="int32"))
+        builder.emit_func_output(p)
+    return builder.get()
+
+
+def test_exact_float_matmul_multiplies_8_bit_codes_in_float_and_gets_the_same_integers():
+    from qcompile.lower.passes.exact_float_matmul import ExactFloatMatmul
+
+    def matmuls(mod):
+        return [str(b.value.ty.dtype) for b in mod["main"].body.blocks[0].bindings
+                if getattr(getattr(b.value, "op", None), "name", "") == "relax.matmul"]
+
+    before = _codes_product(256)  # 256 · 252 · 253 < 2^24: every partial sum exact in float32
+    after = ExactFloatMatmul()(before)
+    assert matmuls(before) == ["int32"] and matmuls(after) == ["float32"]
+    assert matmuls(ExactFloatMatmul()(_codes_product(512))) == ["int32"]  # 512 · 252 · 253 > 2^24: left alone
+    rng = np.random.default_rng(15)
+    # the extremes too: the largest products, all of one sign
+    a = np.concatenate([rng.integers(0, 256, (1, 8, 256)), np.full((1, 8, 256), 255)]).astype(np.uint8)
+    b = np.concatenate([rng.integers(0, 256, (1, 256, 16)), np.zeros((1, 256, 16))]).astype(np.uint8)
+    expected = (a.astype(np.int64) - 3) @ (b.astype(np.int64) - 250)
+    for mod in (before, after):
+        vm = tvm.relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        got = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+        assert got.dtype == np.int32 and np.array_equal(got, expected)

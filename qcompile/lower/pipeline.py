@@ -19,6 +19,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     from .passes.blocked_epilogue import BlockedEpilogue
     from .passes.conv_transpose_as_conv import ConvTransposeAsConv
     from .passes.drop_repack import DropRepack
+    from .passes.exact_float_matmul import ExactFloatMatmul
     from .passes.fast_math import FastMath
     from .passes.matmul_as_conv import MatmulAsConv
     from .passes.pack_conv import PackConv
@@ -57,6 +58,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
         UnpackIntoConsumers(),  # an unpack fuses with the reshapes, transposes, pad and pack after it
     ]
     if spec.kind == "llvm":
+        passes.append(ExactFloatMatmul())  # attention's integer Q·Kᵀ and A·V on the float FMA units, exactly
         passes.append(FastMath())  # float exp/erf/tanh/sigmoid/GELU/softmax as vectorizable polynomials
     # Phase 3: TVM's legalization and fusion into TIR kernels
     passes.append(relax.get_pipeline("zero"))
