@@ -208,10 +208,13 @@ def test_a_layer_norm_gets_a_row_by_row_schedule_with_vector_partial_sums_and_co
     np.testing.assert_allclose(_run(mod, target, x, gamma, beta, out_shape=(1, 32, 256)), expected, atol=1e-5)
 
 
-def test_a_softmax_gets_the_row_schedule_and_computes_it():
-    mod, target = _scheduled(lambda x: topi.nn.softmax(x, axis=-1), (4, 128, 128))
+@pytest.mark.parametrize("width, partials", [(128, 16), (40, 8)])  # 40: a recognizer's attention over its steps
+def test_a_softmax_gets_the_row_schedule_and_computes_it(width, partials):
+    shape = (4, 128, width)
+    mod, target = _scheduled(lambda x: topi.nn.softmax(x, axis=-1), shape)
     assert mod["main"].attrs.get("tirx.is_scheduled", False)
-    x = np.random.default_rng(6).standard_normal((4, 128, 128)).astype(np.float32) * 4
+    assert f"T.vectorized({partials})" in mod["main"].script()  # the reductions' partial results
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32) * 4
     expected = np.exp(x - x.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
-    np.testing.assert_allclose(_run(mod, target, x, out_shape=(4, 128, 128)), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_run(mod, target, x, out_shape=shape), expected, rtol=1e-5, atol=1e-7)

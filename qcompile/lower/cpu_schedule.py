@@ -405,9 +405,9 @@ def _blocks_and_lanes(sch, reduction, lanes, rows: int):
 def _row_normalization(func):
     """A schedule for a kernel that reduces each row of its output's innermost axis and then computes that row
     elementwise (layer norm: mean, variance; softmax: max, sum of exps), or None. Row by row, in parallel: each
-    reduction as ROW_LANES partial results in a vector (`rfactor`), then reduced; the elementwise blocks as vector
-    loops over the row. TVM's untuned loop nests are scalar (layer norm of 128 × 256 values 5× slower,
-    softmax 2.6×); `dlight.cpu.Reduction` was slower than those."""
+    reduction as ROW_LANES partial results in a vector (`rfactor`; 8 where 16 do not divide the row), then
+    reduced; the elementwise blocks as vector loops over the row. TVM's untuned loop nests are scalar (layer norm
+    of 128 × 256 values 5× slower, softmax 2.6×); `dlight.cpu.Reduction` was slower than those."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -415,15 +415,17 @@ def _row_normalization(func):
     final = sch.get(blocks[-1])
     width = _static(final.iter_vars[-1].dom.extent) if final.iter_vars else None
     reductions = [b for b in blocks[:-1] if any(iv.iter_type != _SPATIAL for iv in sch.get(b).iter_vars)]
-    if (len(blocks) < 2 or not reductions or not width or width % ROW_LANES
+    # rows of a width 16 does not divide (attention over 40 positions) keep 8 partial results
+    lanes = next((n for n in (ROW_LANES, ROW_LANES // 2) if width and width % n == 0), None)
+    if (len(blocks) < 2 or not reductions or not lanes
             or any(iv.iter_type != _SPATIAL for iv in final.iter_vars) or len(final.iter_vars) < 2
             or not all(_reduces_a_row(sch.get(b), final) for b in reductions)):
         return None
     try:
         factored = []
         for block in reductions:
-            _, lanes = sch.split(sch.get_loops(block)[-1], factors=[None, ROW_LANES])
-            factored.append(sch.rfactor(lanes, factor_axis=len(sch.get_loops(block)) - 2))
+            _, partial = sch.split(sch.get_loops(block)[-1], factors=[None, lanes])
+            factored.append(sch.rfactor(partial, factor_axis=len(sch.get_loops(block)) - 2))
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         loops = sch.get_loops(blocks[-1])
         row = sch.fuse(*loops[:-1])

@@ -30,11 +30,16 @@ def default_schedule(func, lanes: int):
     matmul = reductions[0]
     at = blocks.index(matmul)
     producers, epilogue = blocks[:at], blocks[at + 1:]
+    try:  # elementwise work on an operand (ExactFloatMatmul's casts) is done as the operand is read
+        for producer in producers:
+            sch.compute_inline(producer)
+    except Exception:  # noqa: BLE001 - TVM's error for a producer that is no elementwise map
+        return None
     block = sch.get(matmul)
     kinds = [iv.iter_type for iv in block.iter_vars]
     loops = sch.get_loops(matmul)
     if (len(kinds) < 3 or kinds[-1] != _REDUCE or any(k != _SPATIAL for k in kinds[:-1])
-            or len(loops) != len(kinds) or producers
+            or len(loops) != len(kinds)
             or any(iv.iter_type != _SPATIAL for b in epilogue for iv in sch.get(b).iter_vars)):
         return None
     column, depth = block.iter_vars[-2].var, block.iter_vars[-1].var
@@ -44,9 +49,12 @@ def default_schedule(func, lanes: int):
         return None
     *outer, row, col, k = loops
     rows, columns = int(sch.get(row).extent), int(sch.get(col).extent)
-    width = lanes * VECTORS if columns % (lanes * VECTORS) == 0 else lanes
+    # a row of columns no vector width divides (an attention head of 15) is one vector loop whole, if it fits the
+    # tile's registers: LLVM covers it with full and partial vectors, no predicate in the loop
+    width = next((w for w in (lanes * VECTORS, lanes) if columns % w == 0),
+                 columns if columns < lanes * VECTORS else None)
     height = next(h for h in (ROWS, 2, 1) if rows % h == 0)
-    if columns % width:
+    if width is None:
         return None
     try:
         _schedule(sch, matmul, epilogue, outer, row, col, k, height, width)
