@@ -196,12 +196,21 @@ def test_a_sum_over_the_innermost_axes_is_left_to_tuning_where_no_vector_divides
     assert not mod["main"].attrs or not mod["main"].attrs.get("tirx.is_scheduled", False)
 
 
-def test_a_global_pool_over_the_innermost_axes_reads_them_as_one_row_of_vector_partials():
-    # a squeeze-excite block's pool over 24 × 20 positions (PP-OCRv4 det's: 0.43 → 0.08 ms): one row of 480
-    mod, target = _scheduled(lambda x: topi.sum(x, axis=[2, 3]), (1, 32, 24, 20))
-    assert "T.vectorized(16)" in mod["main"].script()
-    x = np.random.default_rng(16).standard_normal((1, 32, 24, 20)).astype(np.float32)
-    np.testing.assert_allclose(_run(mod, target, x, out_shape=(1, 32)), x.sum((2, 3)), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("shape, partials", [((1, 32, 24, 20), 16), ((1, 40, 13, 13), 13)])
+def test_a_global_pool_over_the_innermost_axes_reads_them_as_one_row_of_vector_partials(shape, partials):
+    # a squeeze-excite block's sum over 24 × 20 positions (PP-OCRv4 det's: 0.43 → 0.08 ms), one row of 480;
+    # SqueezeNet's mean over 13 × 13, a row of 169 in 13 partials and the division after them
+    positions = shape[2] * shape[3]
+
+    def pool(x):
+        total = topi.sum(x, axis=[2, 3])
+        return total if partials == 16 else te.compute(total.shape, lambda *i: total(*i) / positions)
+
+    mod, target = _scheduled(pool, shape)
+    assert f"T.vectorized({partials})" in mod["main"].script()
+    x = np.random.default_rng(16).standard_normal(shape).astype(np.float32)
+    expected = x.sum((2, 3)) if partials == 16 else x.mean((2, 3))
+    np.testing.assert_allclose(_run(mod, target, x, out_shape=shape[:2]), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_layer_norm_gets_a_row_by_row_schedule_with_vector_partial_sums_and_computes_it():

@@ -350,6 +350,9 @@ def _row_reduction(func):
 
     sch = s_tir.Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    # elementwise work after the reduction on its one value a row (a mean's division) stays as it is
+    while len(blocks) > 1 and all(iv.iter_type == _SPATIAL for iv in sch.get(blocks[-1]).iter_vars):
+        blocks = blocks[:-1]
     reduction = sch.get(blocks[-1])
     iters = reduction.iter_vars
     sources = _reduced_inputs(reduction)
