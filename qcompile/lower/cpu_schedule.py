@@ -351,7 +351,12 @@ def _row_reduction(func):
     sch = s_tir.Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     # elementwise work after the reduction on its one value a row (a mean's division) stays as it is
-    while len(blocks) > 1 and all(iv.iter_type == _SPATIAL for iv in sch.get(blocks[-1]).iter_vars):
+    def written(block):
+        return [_static(d) for d in sch.get(block).writes[0].source.shape]
+
+    reduced_shape = [written(b) for b in blocks if any(iv.iter_type != _SPATIAL for iv in sch.get(b).iter_vars)][-1:]
+    while (len(blocks) > 1 and all(iv.iter_type == _SPATIAL for iv in sch.get(blocks[-1]).iter_vars)
+           and [written(blocks[-1])] == reduced_shape):
         blocks = blocks[:-1]
     reduction = sch.get(blocks[-1])
     iters = reduction.iter_vars

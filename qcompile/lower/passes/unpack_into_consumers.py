@@ -34,6 +34,7 @@ class _Unalias(PyExprMutator):
 
 
 def _users(func) -> dict:
+    """Each variable of `func`'s dataflow blocks → the values bound to the variables that read it."""
     values = {}
     for block in func.body.blocks:
         for binding in block.bindings:
