@@ -67,7 +67,8 @@ class _Injective(_rule_base()):
                 continue
             if _transposes(sch.get(block)) and _tile_transpose(sch, loops):
                 continue
-            run = _gathers(sch.get(block)) and _lane_run(sch.get(block), _extent(sch, loops[-1:]))
+            gathers = _gathers(sch.get(block))
+            run = gathers and _lane_run(sch.get(block), _extent(sch, loops[-1:]))
             if run:
                 # an operand in a blocked layout read into rows (NCHW[k]c into a sequence's rows or heads): a
                 # vector of its k lanes is one load; the whole row would be gathered lane by lane
@@ -76,7 +77,7 @@ class _Injective(_rule_base()):
                     sch.parallel(sch.fuse(*outer))
                 sch.vectorize(lane)
                 continue
-            if extent % lanes or _gathers(sch.get(block)):
+            if extent % lanes or gathers:
                 # a ragged split would leave a predicate in the vector loop, which LLVM then runs lane by lane
                 # (a padded 225×225 image: ~30× slower); a kernel reading another shape than it writes (pad,
                 # resize, concat) would compute every lane's indices from the flat one (divisions and remainders
@@ -350,14 +351,17 @@ def _row_reduction(func):
 
     sch = s_tir.Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    # elementwise work after the reduction on its one value a row (a mean's division) stays as it is
+    at = [i for i, b in enumerate(blocks) if any(iv.iter_type != _SPATIAL for iv in sch.get(b).iter_vars)][-1:]
+    if not at:
+        return None
+
     def written(block):
         return [_static(d) for d in sch.get(block).writes[0].source.shape]
 
-    reduced_shape = [written(b) for b in blocks if any(iv.iter_type != _SPATIAL for iv in sch.get(b).iter_vars)][-1:]
-    while (len(blocks) > 1 and all(iv.iter_type == _SPATIAL for iv in sch.get(blocks[-1]).iter_vars)
-           and [written(blocks[-1])] == reduced_shape):
-        blocks = blocks[:-1]
+    # elementwise work after the reduction on its one value a row (a mean's division) stays as it is
+    if any(written(b) != written(blocks[at[0]]) for b in blocks[at[0] + 1:]):
+        return None
+    blocks = blocks[:at[0] + 1]
     reduction = sch.get(blocks[-1])
     iters = reduction.iter_vars
     sources = _reduced_inputs(reduction)
