@@ -469,3 +469,25 @@ def test_exact_float_matmul_multiplies_8_bit_codes_in_float_and_gets_the_same_in
         vm = tvm.relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
         got = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
         assert got.dtype == np.int32 and np.array_equal(got, expected)
+
+
+def test_annotate_gives_a_concats_own_inputs_its_parameters_so_they_are_rounded_once():
+    from qcompile.quantize.passes.annotate import Annotate
+    from qcompile.quantize.passes.expose import quant_points
+
+    w = np.ones((4, 4, 1, 1), np.float32)
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 4, 5, 5), "float32")) -> R.Tensor((1, 4, 5, 5), "float32"):
+            with R.dataflow():
+                a = R.nn.relu(R.nn.conv2d(x, R.const(w)))  # read by the concat alone
+                b = R.nn.relu(R.nn.conv2d(x, R.const(w)))  # read by the concat and by a conv
+                c = R.concat((a, b), axis=1)
+                d = R.nn.conv2d(c, R.const(np.ones((4, 8, 1, 1), np.float32)))
+                e = R.add(d, R.nn.conv2d(b, R.const(w)))
+                R.output(e)
+            return e
+
+    assert quant_points(Annotate()(Module)) == [(0, "input x"), (1, "nn.relu a"), (2, "nn.relu b"), (1, "concat c")]

@@ -3,12 +3,13 @@ whose output is per-step class scores (greedy CTC decoding, exact match).
 
 `evaluate.load` picks the kind by the labels file (`is_text`): a text file (`.txt`, one line a sample; `.tsv`, the
 text after the first tab, matched to image files by name where the data is a folder) gives `Texts`, anything else
-`Classes`. Both answer the same questions, so `qcompile eval` and accuracy control need no per-kind branch.
+`Classes` (a `.txt` of WordNet ids too: a synsets list). Both answer the same questions, so `qcompile eval` and accuracy control need no per-kind branch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ..errors import QcompileError
 
 TEXT_SUFFIXES = (".txt", ".tsv")
+_SYNSET = re.compile(r"n\d{8}(\s|$)")  # a WordNet id, as ImageNet's synsets lists begin each line
 CHARACTER_KEY = "character"  # PaddleOCR's metadata: the character list, one per line; class k is line k-1
 
 
@@ -77,7 +79,14 @@ def _bare(text: str) -> str:
 
 
 def is_text(path: Path) -> bool:
-    return Path(path).suffix.lower() in TEXT_SUFFIXES
+    """Whether `path` holds text lines: a .tsv, or a .txt other than a synsets list (every line a WordNet id)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        return False
+    if suffix == ".tsv" or not Path(path).is_file():
+        return True
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return not (lines and all(_SYNSET.match(line) for line in lines))
 
 
 def read_texts(path: Path, files: list[Path] | None = None) -> tuple[str, ...]:

@@ -29,4 +29,5 @@ register(Rule(
     realize=_realize,
     operands=_operands,
     with_operands=_with_operands,
+    shares_output=True,
 ))

@@ -60,7 +60,9 @@ class Rule:
     with_operands(call, operands) → the same call on other operands;
     activations(call) → indices (into operands) of the operands that must be quantized activations;
     weights(call) → {operand index: per-channel axis} for constant weights (anchors only);
-    weight_only / dynamic: the hybrid modes' forms of an anchor (`passes/hybrid.py`), where the family has them.
+    weight_only / dynamic: the hybrid modes' forms of an anchor (`passes/hybrid.py`), where the family has them;
+    shares_output: a merge whose output only copies its inputs' values (concat): an input it alone reads takes the
+    output's parameters, so its producer rounds once, to the output's scale.
     """
 
     ops: tuple[str, ...]
@@ -74,6 +76,7 @@ class Rule:
     mean_shift: MeanShift | None = None
     weight_only: HybridRealizer | None = None  # --precision int8-weights
     dynamic: HybridRealizer | None = None  # --precision int8-dynamic
+    shares_output: bool = False
 
 
 _RULES: dict[str, Rule] = {}

@@ -84,6 +84,9 @@ def _plan(func: relax.Function, exclusions: Exclusions):
         wanted.update(inputs)
         if rule.role is Role.PASS_THROUGH:
             tie[b.var] = inputs[0]
+        elif rule.shares_output:
+            # an input read by this op alone is rounded once, straight to the output's scale, not twice
+            tie.update((x, b.var) for x in inputs if x not in tie and len(consumers.get(x, [])) == 1)
     producers = {b.var: b.value for b in bindings}
     # program order, not set order: point ids (and so reports and fallback plans) are the same on every run
     position = {v: i for i, v in enumerate(list(func.params) + [b.var for b in bindings])}
