@@ -240,3 +240,18 @@ def test_text_labels_need_the_models_character_list(capsys, tmp_path):
                    tmp_path / "x.npy", "--precision", "fp32", "-q") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "5 classes per step" in err and "character list has 2" in err
+
+
+def test_a_synsets_list_labels_classes_and_any_other_text_file_labels_text_lines(tmp_path):
+    from qcompile.data.calibdata import DataSource
+    from qcompile.measure import evaluate, task
+
+    (tmp_path / "synsets.txt").write_text("n01440764\nn01443537 goldfish\n")
+    (tmp_path / "lines.txt").write_text("n01440764 is not a class here\nEXIT\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("n01443537_1.JPEG", "n01440764_2.JPEG"):
+        (images / name).touch()  # read only when a sample is used
+    assert not task.is_text(tmp_path / "synsets.txt") and task.is_text(tmp_path / "lines.txt")
+    _, labels = evaluate.load(evaluate.EvalData(DataSource(images, count=2), tmp_path / "synsets.txt"), [None])
+    assert isinstance(labels, task.Classes) and sorted(labels.labels.tolist()) == [0, 1]
