@@ -339,6 +339,7 @@ def _reduced_inputs(reduction) -> list:
 
 
 ROW_LANES = 16  # float32 lanes of one AVX-512 register: the partial sums a row's reductions keep
+LONG_ROW = 1024  # a row this long is vectorized even in odd-sized pieces: scalar, it costs ~3 ns a value
 
 
 def _row_reduction(func):
@@ -377,8 +378,7 @@ def _row_reduction(func):
     # layout's lanes (at most a vector) reduced with its blocks, an outer axis (NCHW[k]c's channels)
     trailing = reduced == list(range(len(source) - len(reduced), len(source))) and all(
         source[i].min.same_as(iv.var) for i, iv in zip(reduced, iters[len(spatial):]))
-    length = math.prod(int(iv.dom.extent) for iv in iters[len(spatial):])
-    lanes = next((n for n in range(ROW_LANES, ROW_LANES // 2 - 1, -1) if length % n == 0), None)
+    lanes = _partials(math.prod(int(iv.dom.extent) for iv in iters[len(spatial):]))
     lanes_of_blocks = width <= ROW_LANES and len(reduced) == 2 and reduced[0] < reduced[1] - 1
     if not (trailing and lanes) and not lanes_of_blocks:
         return None
@@ -424,9 +424,10 @@ def _blocks_and_lanes(sch, reduction, lanes, rows: int):
 def _row_normalization(func):
     """A schedule for a kernel that reduces each row of its output's innermost axis and then computes that row
     elementwise (layer norm: mean, variance; softmax: max, sum of exps), or None. Row by row, in parallel: each
-    reduction as ROW_LANES partial results in a vector (`rfactor`; 8 where 16 do not divide the row), then
-    reduced; the elementwise blocks as vector loops over the row. TVM's untuned loop nests are scalar (layer norm
-    of 128 × 256 values 5× slower, softmax 2.6×); `dlight.cpu.Reduction` was slower than those."""
+    reduction as `_partials` partial results in a vector (`rfactor`), then reduced; the elementwise blocks as
+    vector loops over the row (of that many lanes where 8 do not divide it), an elementwise step read by one
+    block alone inlined into it (softmax's x - max: one pass over the row fewer). TVM's untuned loop nests are
+    scalar (layer norm of 128 × 256 values 5× slower, softmax 2.6×); `dlight.cpu.Reduction` was slower."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -434,13 +435,16 @@ def _row_normalization(func):
     final = sch.get(blocks[-1])
     width = _static(final.iter_vars[-1].dom.extent) if final.iter_vars else None
     reductions = [b for b in blocks[:-1] if any(iv.iter_type != _SPATIAL for iv in sch.get(b).iter_vars)]
-    # rows of a width 16 does not divide (attention over 40 positions) keep 8 partial results
-    lanes = next((n for n in (ROW_LANES, ROW_LANES // 2) if width and width % n == 0), None)
+    lanes = _partials(width) if width else None
     if (len(blocks) < 2 or not reductions or not lanes
             or any(iv.iter_type != _SPATIAL for iv in final.iter_vars) or len(final.iter_vars) < 2
             or not all(_reduces_a_row(sch.get(b), final) for b in reductions)):
         return None
+    whole = width % (ROW_LANES // 2) == 0  # a row 8 lanes divide is vectorized whole (LLVM splits it)
     try:
+        for block in blocks[:-1]:
+            if block not in reductions and len(sch.get_consumers(block)) == 1:
+                sch.compute_inline(block)
         factored = []
         for block in reductions:
             _, partial = sch.split(sch.get_loops(block)[-1], factors=[None, lanes])
@@ -451,7 +455,7 @@ def _row_normalization(func):
         for block in reversed(blocks[:-1]):
             sch.compute_at(block, row)
         sch.parallel(row)
-        sch.vectorize(loops[-1])
+        sch.vectorize(loops[-1] if whole else sch.split(loops[-1], factors=[None, lanes])[1])
         partial = {sch.get(b) for b in factored}
         for block in blocks[:-1]:
             inner = sch.get_loops(block)[1:]
@@ -459,10 +463,22 @@ def _row_normalization(func):
                 sch.reorder(inner[-1], inner[-2])
                 sch.vectorize(sch.get_loops(block)[-1])
             elif inner and all(iv.iter_type == _SPATIAL for iv in sch.get(block).iter_vars):
-                sch.vectorize(inner[-1])
+                sch.vectorize(inner[-1] if whole else sch.split(inner[-1], factors=[None, lanes])[1])
     except Exception:  # noqa: BLE001 - TVM's error for a kernel of another shape: left to the other rules
         return None
     return sch
+
+
+def _partials(length: int) -> int | None:
+    """The partial results a reduction along a row of `length` keeps in a vector: 16 or 8 where they divide it,
+    else its largest divisor from 9 to 15 (a global pool over 13 × 13: 13); on a row of at least LONG_ROW values
+    that none divides (a recognizer's 6625 classes), its divisor nearest 16 from 4 to 32 (25); else None."""
+    preferred = (ROW_LANES, ROW_LANES // 2, *range(ROW_LANES - 1, ROW_LANES // 2, -1))
+    found = next((n for n in preferred if length % n == 0), None)
+    if found is None and length >= LONG_ROW:
+        found = min((n for n in range(4, 2 * ROW_LANES + 1) if length % n == 0), key=lambda n: (abs(n - ROW_LANES), n),
+                    default=None)
+    return found
 
 
 def _reduces_a_row(reduction, final) -> bool:
