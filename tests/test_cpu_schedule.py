@@ -177,6 +177,18 @@ def test_a_blocked_concat_repacked_to_nchw4c_is_scheduled_source_block_by_source
     np.testing.assert_array_equal(result, expected)
 
 
+def test_a_blocked_tensor_padded_into_the_same_blocks_is_copied_a_vector_of_lanes_at_a_time():
+    # a conv's result unpacked, padded with its zero point and packed for a 5x5 conv (PP-OCRv4 rec's)
+    from qcompile.lower.passes.pack_conv import to_blocked, unpack
+
+    x = np.random.default_rng(4).integers(0, 256, (1, 3, 4, 6, 8)).astype(np.uint8)
+    pad = lambda t: topi.nn.pad(t, (0, 0, 2, 2), (0, 0, 2, 2), pad_value=tvm.tirx.const(7, "uint8"))
+    mod, target = _scheduled(lambda a: to_blocked(pad(unpack(a, 24)), 8), x.shape, dtypes=["uint8"])
+    assert "T.vectorized(8)" in mod["main"].script()
+    result = _run(mod, target, x, out_shape=(1, 3, 8, 10, 8), out_dtype=np.uint8)
+    np.testing.assert_array_equal(result, np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2), (0, 0)), constant_values=7))
+
+
 def test_a_maximum_over_the_channels_of_every_position_reads_rows_of_positions_as_vectors():
     """int8-dynamic's row maxima in a conv's [1, C, 1, rows] layout: abs, then max over C."""
     def row_max(x):

@@ -208,6 +208,13 @@ def _layout_change(sch, block, loops) -> bool:
         batch, chunk, y, x, lane = loops
         if _reblock(sch, block, loops):
             return True
+        lanes = int(sch.get(lane).extent)
+        if any(len(r.source.shape) == 5 and int(r.source.shape[-1]) == lanes for r in sch.get(block).reads):
+            # the source's own blocks, padded (a conv's result padded for the next conv): a pixel's lanes are
+            # one vector, and the padding test is the same for all of them (PP-OCRv4 rec's: 0.12 → 0.02 ms)
+            sch.parallel(sch.fuse(batch, chunk, y))
+            sch.vectorize(lane)
+            return True
     elif name == UNPACK and len(loops) == 4:
         batch, channel, y, x = loops
         block_size = int(sch.get(block).reads[0].source.shape[-1])
