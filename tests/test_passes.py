@@ -1,6 +1,7 @@
 """Passes on small hand-written modules: each rewrite checked against its expected TVMScript, structurally."""
 
 import numpy as np
+import pytest
 import tvm
 from tvm.script import ir as I
 from tvm.script import relax as R
@@ -326,6 +327,36 @@ def test_blocked_epilogue_takes_a_maximum_across_channels_over_the_blocks_withou
     expected = np.abs(np.einsum("oc,nchw->nohw", kernel[:, :, 0, 0], x)).max(1, keepdims=True)
     vm = tvm.relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["nearest_neighbor", "linear"])
+def test_blocked_epilogue_resizes_a_convs_result_in_its_blocks(method):
+    """A feature pyramid's upsampling between convs: the resize runs on the conv's blocks, each lane alone, so
+    that the conv's result is not unpacked to NCHW for it and packed again for the next conv."""
+    from qcompile.lower.passes.blocked_epilogue import BlockedEpilogue
+    from qcompile.lower.passes.pack_conv import PackConv
+
+    kernel = np.random.default_rng(11).standard_normal((16, 8, 1, 1)).astype(np.float32)
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 8, 5, 6), "float32")) -> R.Tensor((1, 16, 10, 12), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(kernel))
+                z = R.image.resize2d(y, (10, 12), method=method, coordinate_transformation_mode="half_pixel")
+                R.output(z)
+            return z
+
+    with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):
+        mod = BlockedEpilogue()(PackConv(None, float_block=8)(Module))
+    (value,) = [b.value for b in mod["main"].body.blocks[0].bindings
+                if getattr(getattr(b.value, "op", None), "name", "") == "relax.image.resize2d"]
+    assert value.attrs.layout == "NCHW8c" and len(value.args[0].ty.shape) == 5
+    x = np.random.default_rng(12).standard_normal((1, 8, 5, 6)).astype(np.float32)
+    run = lambda m: tvm.relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(run(mod), run(Module), rtol=1e-5, atol=1e-6)
 
 
 SIGNAL_FILTERS = np.arange(-24, 24, dtype=np.int8).reshape(6, 1, 1, 8)  # 6 filters of 8 taps over one channel

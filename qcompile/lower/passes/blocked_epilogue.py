@@ -24,6 +24,8 @@ class _Sink(PyExprMutator):
             return self._max_pool(call)
         if name == "relax.max":
             return self._channel_max(call)
+        if name == "relax.image.resize2d":
+            return self._resize(call)
         rebuild = unary(call)
         if rebuild is not None:
             packed = self._packed(call.args[0])
@@ -70,6 +72,22 @@ class _Sink(PyExprMutator):
                                                     padding=a.padding, dilation=a.dilation, ceil_mode=a.ceil_mode,
                                                     layout=layout, out_layout=layout))
         return self._unpack(pooled, channels)
+
+    def _resize(self, call):
+        """A resize of an unpacked tensor over its height and width: the same resize of each lane of the blocks
+        (a feature pyramid's upsampling, between packed convs)."""
+        packed = self._packed(call.args[0])
+        a = call.attrs
+        if packed is None or a.layout != "NCHW":
+            return call
+        blocked, channels = packed
+        dtype = str(a.out_dtype)
+        resized = self.builder_.emit(R.image.resize2d(
+            blocked, call.args[1], roi=[float(v) for v in a.roi], layout=f"NCHW{int(blocked.ty.shape[-1])}c",
+            method=a.method, coordinate_transformation_mode=a.coordinate_transformation_mode,
+            rounding_method=a.rounding_method, cubic_alpha=float(a.cubic_alpha), cubic_exclude=int(a.cubic_exclude),
+            extrapolation_value=float(a.extrapolation_value), out_dtype=None if dtype in ("", "void", "None") else dtype))
+        return self._unpack(resized, channels)
 
     def _channel_max(self, call):
         """The maximum across the channels of an unpacked tensor whose channels fill their blocks (int8-dynamic's
@@ -129,7 +147,7 @@ class BlockedEpilogue:
     epilogue, and one unpack of the final 8-bit result is left instead of an int32 unpack and a separate
     requantize kernel.
 
-    Channel concats of such results (channels filling their blocks) and max pooling run blocked too, so that an
+    Channel concats of such results (channels filling their blocks), max pooling and resizes run blocked too, so that an
     activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack → pack); so
     does a maximum across the channels (int8-dynamic's row range), over the blocks and their lanes."""
 
