@@ -87,16 +87,17 @@ def is_upsampling_transpose(call) -> bool:
 
 def pointwise_filters(kernel: np.ndarray) -> np.ndarray:
     """An upsampling transposed conv's IOHW kernel as the OIHW weights of its 1×1 conv: output channel
-    (o, dy, dx) holds tap (dy, dx) of channel o."""
+    (dy, dx, o) holds tap (dy, dx) of channel o. Tap-major, so that the shuffle reads a run of consecutive
+    channels (a vector of a blocked layout's lanes) for consecutive output channels."""
     in_channels, out_channels, kh, kw = kernel.shape
-    return np.ascontiguousarray(kernel.transpose(1, 2, 3, 0)).reshape(out_channels * kh * kw, in_channels, 1, 1)
+    return np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)).reshape(kh * kw * out_channels, in_channels, 1, 1)
 
 
 def pixel_shuffle(pixels, kernel_hw: tuple[int, int]):
-    """The 1×1 conv's result [n, O·kh·kw, h, w] (`pointwise_filters`) as the transposed conv's [n, O, kh·h, kw·w]."""
+    """The 1×1 conv's result [n, kh·kw·O, h, w] (`pointwise_filters`) as the transposed conv's [n, O, kh·h, kw·w]."""
     (kh, kw), (n, channels, height, width) = kernel_hw, static_shape(pixels)
-    blocks = R.reshape(pixels, [n, channels // (kh * kw), kh, kw, height, width])
-    return R.reshape(R.permute_dims(blocks, [0, 1, 4, 2, 5, 3]), [n, channels // (kh * kw), height * kh, width * kw])
+    taps = R.reshape(pixels, [n, kh, kw, channels // (kh * kw), height, width])
+    return R.reshape(R.permute_dims(taps, [0, 3, 4, 1, 5, 2]), [n, channels // (kh * kw), height * kh, width * kw])
 
 
 def rewrite_main(mutator, mod):

@@ -20,9 +20,9 @@ def _realize(ctx, call, inputs, out, clamp, bias):
     taps = kh * kw
     filters = pointwise_filters(w.value)
     acc = ctx.emit(R.nn.conv2d(x.q, ctx.const(filters, "int8"), out_dtype="int32"))
-    w_scale = np.repeat(np.broadcast_to(w.params.scale, (out_channels,)), taps)
+    w_scale = np.tile(np.broadcast_to(w.params.scale, (out_channels,)), taps)  # channel (dy, dx, o): o's
     offset = -int(x.params.zero_point) * filters.astype(np.int64).sum(axis=(1, 2, 3))
-    bias = None if bias is None else np.repeat(bias.reshape(-1), taps)
+    bias = None if bias is None else np.tile(bias.reshape(-1), taps)
     pixels = ctx.finish_anchor(acc, x.params.scale * w_scale, offset, bias, out, clamp, channel_axis=1)
     return None if pixels is None else ctx.emit(pixel_shuffle(pixels, (kh, kw)))
 
