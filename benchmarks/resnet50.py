@@ -6,7 +6,8 @@ onnx.helper rather than exported from torch, so that the benchmarks need no mult
     python benchmarks/resnet50.py OUT.onnx
 """
 
-import sys
+import argparse
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -58,4 +59,8 @@ def build(seed: int = 0) -> onnx.ModelProto:
 
 
 if __name__ == "__main__":
-    onnx.save(build(), sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", type=Path, help="the ONNX file to write (about 100 MB)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    args = parser.parse_args()
+    onnx.save(build(args.seed), args.output)
