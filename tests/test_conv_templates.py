@@ -132,6 +132,11 @@ def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_
     # AVX2: at most 8 sums in its 16 registers, over as many channel blocks as reuse one widened input word
     assert conv_templates.register_tile(8, 56, avx2) == (4, 2)
     assert conv_templates.register_tile(125, 13, avx2) == (5, 1)  # SqueezeNet's classifier: 1000 channels, 13²
+    # widened weights: a column of blocks over one pixel, unless its weights overflow L1 (ResNet-50's 64 → 64
+    # 3×3 convs, 576 products a sum: 4 blocks' weights are 36 KB, 2 blocks' 18 KB)
+    wide = conv_templates.REGISTER_FILES[intrinsics.AVX2_W16]
+    assert conv_templates.register_tile(8, 56, wide, reduction=64) == (4, 1)
+    assert conv_templates.register_tile(8, 56, wide, reduction=576) == (2, 2)
     for oc_blocks, width in [(1, 1), (4, 13), (24, 28), (16, 7)]:
         oc_tile, x_tile = conv_templates.register_tile(oc_blocks, width, avx2)
         assert avx2.fits(oc_tile, x_tile) and oc_blocks % oc_tile == 0 and width % x_tile == 0

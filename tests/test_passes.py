@@ -522,3 +522,53 @@ def test_annotate_gives_a_concats_own_inputs_its_parameters_so_they_are_rounded_
             return e
 
     assert quant_points(Annotate()(Module)) == [(0, "input x"), (1, "nn.relu a"), (2, "nn.relu b"), (1, "concat c")]
+
+
+def test_elide_code_casts_reads_a_requantized_code_as_its_float_within_one_kernel():
+    from qcompile.lower.passes.elide_code_casts import ElideCodeCasts
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8), "float32")) -> R.Tensor((1, 8), "float32"):
+            with R.dataflow():
+                r = R.add(R.floor(x), R.const([3.0], "float32"))  # a rounded value plus a zero point
+                c = R.minimum(R.maximum(r, R.const([0.0], "float32")), R.const([255.0], "float32"))
+                q = R.astype(c, "uint8")
+                y = R.multiply(R.astype(q, "float32"), R.const([0.5], "float32"))
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 8), "float32")) -> R.Tensor((1, 8), "float32"):
+            with R.dataflow():
+                r = R.add(R.floor(x), R.const([3.0], "float32"))
+                c = R.minimum(R.maximum(r, R.const([0.0], "float32")), R.const([255.0], "float32"))
+                y = R.multiply(c, R.const([0.5], "float32"))
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(ElideCodeCasts()(Before), Expected)
+
+
+def test_elide_code_casts_keeps_a_code_that_crosses_kernels_or_was_not_rounded():
+    from qcompile.lower.passes.elide_code_casts import ElideCodeCasts
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 8, 4, 4), "float32")):
+            with R.dataflow():
+                c = R.minimum(R.maximum(R.floor(x), R.const([0.0], "float32")), R.const([255.0], "float32"))
+                q = R.astype(c, "uint8")
+                # a resize's kernel reads the code: as a float it would cross kernels at 4 bytes a value
+                big = R.image.resize2d(R.astype(q, "float32"), (8, 8), method="nearest_neighbor")
+                # not rounded: the cast truncates, so the float is not the code
+                t = R.minimum(R.maximum(x, R.const([0.0], "float32")), R.const([255.0], "float32"))
+                u = R.multiply(R.astype(R.astype(t, "uint8"), "float32"), R.const([2.0], "float32"))
+                R.output(big, u)
+            return (big, u)
+
+    tvm.ir.assert_structural_equal(ElideCodeCasts()(Module), Module)

@@ -48,10 +48,18 @@ class RegisterFile:
     # a matrix multiply (smmla: 2 × 2 sums of `depth` products) instead of a dot product per lane: the pixels of
     # one instruction (2, or 1: the single-pixel form), its output channels being 2 of a block's lanes
     matrix_pixels: int = 0
+    # the most bytes of weights a tile may read over its reduction (0: no limit): a tile whose weights stay in L1
+    # reads them from there at every pixel; past it, from L2 at every pixel (AVX2's widened weights)
+    tile_weight_bytes: int = 0
 
     def fits(self, oc_tile: int, x_tile: int) -> bool:
         pixels = max(1, self.matrix_pixels)
         return oc_tile in self.oc_tiles and oc_tile * x_tile <= self.max_sums and x_tile % pixels == 0
+
+    def weights_fit(self, oc_tile: int, reduction: int) -> bool:
+        """Whether the weights of `oc_tile` blocks over a reduction of `reduction` products a sum stay in L1."""
+        size = 2 if self.weight_dtype == "int16" else 1
+        return not self.tile_weight_bytes or oc_tile * self.lanes * reduction * size <= self.tile_weight_bytes
 
     def cost(self, oc_tile: int, x_tile: int) -> float:
         """Instructions issued per sum and reduction step."""
@@ -78,10 +86,12 @@ REGISTER_FILES = {
                                   max_sums=10, min_sums=1, per_block=2, per_pixel=3, per_sum=1),
     # small weights widened in the kernel first: read by vpmaddwd from memory, one load a sum and channel pair, so
     # the tile is bound by loads and spans output-channel blocks (each broadcast input pair serving all of them);
-    # the fitted costs pick a column of blocks over one pixel or a few
+    # the fitted costs pick a column of blocks over one pixel or a few; a column whose weights overflow Zen 3's
+    # 32 KB L1 streams them from L2 at every pixel (ResNet-50's 64 → 64 3×3 convs at 56²: 4 blocks × 1 pixel
+    # 2.63 ms, 2 × 2 1.70 ms, timed alone)
     intrinsics.AVX2_W16: RegisterFile(CONV_BLOCK, 8, intrinsics.AVX2_W16, intrinsics.AVX2_W16,
                                       oc_tiles=(1, 2, 3, 4, 5, 6, 7, 8), max_sums=6, min_sums=1, per_block=0,
-                                      per_pixel=0.5, per_sum=1, weight_dtype="int16"),
+                                      per_pixel=0.5, per_sum=1, weight_dtype="int16", tile_weight_bytes=32 * 1024),
     # sdot (64-bit ARM, NEON's 32 registers): a block's weights one register, a pixel's 4 bytes one dup; it
     # accumulates in place (latency 3-4, two a cycle on Cortex-A76/Neoverse). Not timed on a board yet: the
     # same model as VNNI's, with the registers NEON has
@@ -138,18 +148,21 @@ def default_schedule(mod, file: RegisterFile):
     if shape is None:
         return None
     try:
-        schedule(sch, *register_tile(*shape, file), file)
+        oc_blocks, width, reduction = shape
+        schedule(sch, *register_tile(oc_blocks, width, file, reduction), file)
     except Exception:  # noqa: BLE001 - TVM's error for an epilogue that cannot be fused into the tile
         return None
     return sch
 
 
-def register_tile(oc_blocks: int, width: int, file: RegisterFile) -> tuple[int, int]:
-    """(oc_tile, x_tile): of the tiles that fit in the registers, with x_tile a divisor of the output row (a
-    ragged tile would need a predicate in the vector loop) and enough sums to hide the instruction's latency
-    (or the most there are), the one issuing fewest instructions per sum."""
+def register_tile(oc_blocks: int, width: int, file: RegisterFile, reduction: int = 0) -> tuple[int, int]:
+    """(oc_tile, x_tile): of the tiles that fit in the registers (and whose weights over a reduction of
+    `reduction` products a sum fit the file's `tile_weight_bytes`, where some do), with x_tile a divisor of the
+    output row (a ragged tile would need a predicate in the vector loop) and enough sums to hide the
+    instruction's latency (or the most there are), the one issuing fewest instructions per sum."""
     tiles = [(oc, x) for oc in file.oc_tiles if oc_blocks % oc == 0 for x in range(1, width + 1)
              if width % x == 0 and file.fits(oc, x)]
+    tiles = [t for t in tiles if file.weights_fit(t[0], reduction)] or tiles
     enough = min(file.min_sums, max(oc * x for oc, x in tiles))
     return min((t for t in tiles if t[0] * t[1] >= enough), key=lambda t: (file.cost(*t), -t[0] * t[1]))
 
@@ -162,7 +175,7 @@ def candidates(mod, file: RegisterFile) -> list:
     shape = _conv_shape(s_tir.Schedule(mod), file)
     if shape is None:
         return []
-    oc_blocks, width = shape
+    oc_blocks, width, _ = shape
     x_tiles = [x for x in X_TILES if width % x == 0] or [width]  # a narrow output (a classifier's 1×1) whole
     found = []
     for oc_tile in file.oc_tiles:
@@ -178,9 +191,9 @@ def candidates(mod, file: RegisterFile) -> list:
     return found
 
 
-def _conv_shape(sch, file: RegisterFile) -> tuple[int, int] | None:
-    """(output-channel blocks, output width) of the kernel's packed conv, or None if the kernel is not one of
-    `file`'s class."""
+def _conv_shape(sch, file: RegisterFile) -> tuple[int, int, int] | None:
+    """(output-channel blocks, output width, products a sum: kernel taps × input channels) of the kernel's packed
+    conv, or None if the kernel is not one of `file`'s class."""
     import math
 
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -196,7 +209,7 @@ def _conv_shape(sch, file: RegisterFile) -> tuple[int, int] | None:
     weights = sch.get(conv).reads[-1].source  # the conv's last operand: its packed (maybe widened) weights
     if file.intrinsic and str(weights.dtype) != file.weight_dtype:
         return None
-    return extents[1], extents[3]
+    return extents[1], extents[3], math.prod(extents[5:])
 
 
 def schedule(sch, oc_tile: int, x_tile: int, file: RegisterFile) -> None:

@@ -19,6 +19,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
     from .passes.blocked_epilogue import BlockedEpilogue
     from .passes.conv_transpose_as_conv import ConvTransposeAsConv
     from .passes.drop_repack import DropRepack
+    from .passes.elide_code_casts import ElideCodeCasts
     from .passes.exact_float_matmul import ExactFloatMatmul
     from .passes.fast_math import FastMath
     from .passes.matmul_as_conv import MatmulAsConv
@@ -56,6 +57,7 @@ def lower_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
         AddOperandBoundary(),  # a residual add's widening cast fuses into the add's kernel, not its producer's
         relax.transform.EliminateCommonSubexpr(),  # a block's first conv and its shortcut each packed the input
         UnpackIntoConsumers(),  # an unpack fuses with the reshapes, transposes, pad and pack after it
+        ElideCodeCasts(),  # a requantize's code cast back to float in the same kernel: the float itself
     ]
     if spec.kind == "llvm":
         passes.append(ExactFloatMatmul())  # attention's integer Q·Kᵀ and A·V on the float FMA units, exactly
