@@ -108,9 +108,10 @@ class RealizeContext:
         with np.errstate(over="ignore", invalid="ignore"):
             q = np.floor(real / float(out.scale) + 0.5) + float(out.zero_point)
         values = np.clip(np.nan_to_num(q, nan=out.zero_point, posinf=hi, neginf=lo), lo, hi).astype(out.dtype)
-        index = self.emit(R.astype(source.source, "int32"))
+        index = source.source  # uint8 codes index the table as they are
         if source.params.qmin:  # int8 codes start at -128
-            index = self.emit(R.subtract(index, self.const([source.params.qmin], "int32")))
+            index = self.emit(R.subtract(self.emit(R.astype(index, "int32")),
+                                         self.const([source.params.qmin], "int32")))
         # every index is within the table by construction; "clip" keeps TVM from warning that "fast" is unchecked
         result = self.emit(R.take(self.const(values, out.dtype), index, axis=0, mode="clip"))
         self._derived[result] = Table(source.source, source.params, values)
