@@ -94,7 +94,8 @@ def pointwise_filters(kernel: np.ndarray) -> np.ndarray:
 
 
 def pixel_shuffle(pixels, kernel_hw: tuple[int, int]):
-    """The 1×1 conv's result [n, kh·kw·O, h, w] (`pointwise_filters`) as the transposed conv's [n, O, kh·h, kw·w]."""
+    """The 1×1 conv's result [n, kh·kw·O, h, w] (`pointwise_filters`) as the transposed conv's
+    [n, O, kh·h, kw·w]."""
     (kh, kw), (n, channels, height, width) = kernel_hw, static_shape(pixels)
     taps = R.reshape(pixels, [n, kh, kw, channels // (kh * kw), height, width])
     return R.reshape(R.permute_dims(taps, [0, 3, 4, 1, 5, 2]), [n, channels // (kh * kw), height * kh, width * kw])

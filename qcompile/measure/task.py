@@ -3,7 +3,8 @@ whose output is per-step class scores (greedy CTC decoding, exact match).
 
 `evaluate.load` picks the kind by the labels file (`is_text`): a text file (`.txt`, one line a sample; `.tsv`, the
 text after the first tab, matched to image files by name where the data is a folder) gives `Texts`, anything else
-`Classes` (a `.txt` of WordNet ids too: a synsets list). Both answer the same questions, so `qcompile eval` and accuracy control need no per-kind branch.
+`Classes` (a `.txt` of WordNet ids too: a synsets list). Both answer the same questions, so `qcompile eval` and
+accuracy control need no per-kind branch.
 """
 
 from __future__ import annotations

@@ -81,12 +81,13 @@ class _Sink(PyExprMutator):
         if packed is None or a.layout != "NCHW":
             return call
         blocked, channels = packed
-        dtype = str(a.out_dtype)
+        dtype = str(a.out_dtype)  # "None" where the resize keeps its input's type
         resized = self.builder_.emit(R.image.resize2d(
             blocked, call.args[1], roi=[float(v) for v in a.roi], layout=f"NCHW{int(blocked.ty.shape[-1])}c",
             method=a.method, coordinate_transformation_mode=a.coordinate_transformation_mode,
             rounding_method=a.rounding_method, cubic_alpha=float(a.cubic_alpha), cubic_exclude=int(a.cubic_exclude),
-            extrapolation_value=float(a.extrapolation_value), out_dtype=None if dtype in ("", "void", "None") else dtype))
+            extrapolation_value=float(a.extrapolation_value),
+            out_dtype=None if dtype in ("", "void", "None") else dtype))
         return self._unpack(resized, channels)
 
     def _channel_max(self, call):
@@ -147,9 +148,9 @@ class BlockedEpilogue:
     epilogue, and one unpack of the final 8-bit result is left instead of an int32 unpack and a separate
     requantize kernel.
 
-    Channel concats of such results (channels filling their blocks), max pooling and resizes run blocked too, so that an
-    activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack → pack); so
-    does a maximum across the channels (int8-dynamic's row range), over the blocks and their lanes."""
+    Channel concats of such results (channels filling their blocks), max pooling and resizes run blocked too, so
+    that an activation stays blocked from one packed conv to the next (`DropRepack` then removes the unpack →
+    pack); so does a maximum across the channels (int8-dynamic's row range), over the blocks and their lanes."""
 
     def transform_module(self, mod, ctx):
         mod = rewrite_main(_Sink(mod), mod)
