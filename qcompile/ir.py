@@ -25,6 +25,18 @@ def bound_value(mutator, expr):
     return expr
 
 
+def readers(func) -> dict:
+    """Each variable of `func` → the values that read it: the values bound in its blocks, and its result."""
+    found = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            for var in relax.analysis.free_vars(binding.value):
+                found.setdefault(var, []).append(binding.value)
+    for var in relax.analysis.free_vars(func.body.body):
+        found.setdefault(var, []).append(func.body.body)
+    return found
+
+
 def alias_root(lookup_binding, expr):
     """The last variable of `expr`'s aliases (`lv1 = lv`): the one bound to the call itself, which passes that
     record what they emitted key it by. `lookup_binding`: the visiting mutator's."""

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from . import intrinsics
 from .kernels import CONV_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, WIDE_WEIGHTS
 
@@ -58,7 +60,7 @@ class RegisterFile:
 
     def weights_fit(self, oc_tile: int, reduction: int) -> bool:
         """Whether the weights of `oc_tile` blocks over a reduction of `reduction` products a sum stay in L1."""
-        size = 2 if self.weight_dtype == "int16" else 1
+        size = np.dtype(self.weight_dtype).itemsize
         return not self.tile_weight_bytes or oc_tile * self.lanes * reduction * size <= self.tile_weight_bytes
 
     def cost(self, oc_tile: int, x_tile: int) -> float:

@@ -452,7 +452,9 @@ def _row_normalization(func):
             or any(iv.iter_type != _SPATIAL for iv in final.iter_vars) or len(final.iter_vars) < 2
             or not all(_reduces_a_row(sch.get(b), final) for b in reductions)):
         return None
-    whole = width % (ROW_LANES // 2) == 0  # a row 8 lanes divide is vectorized whole (LLVM splits it)
+    def vector(loop):  # a row 8 lanes divide is vectorized whole (LLVM splits it), others in pieces of `lanes`
+        return loop if width % (ROW_LANES // 2) == 0 else sch.split(loop, factors=[None, lanes])[1]
+
     try:
         for block in blocks[:-1]:
             if block not in reductions and len(sch.get_consumers(block)) == 1:
@@ -467,7 +469,7 @@ def _row_normalization(func):
         for block in reversed(blocks[:-1]):
             sch.compute_at(block, row)
         sch.parallel(row)
-        sch.vectorize(loops[-1] if whole else sch.split(loops[-1], factors=[None, lanes])[1])
+        sch.vectorize(vector(loops[-1]))
         partial = {sch.get(b) for b in factored}
         for block in blocks[:-1]:
             inner = sch.get_loops(block)[1:]
@@ -475,7 +477,7 @@ def _row_normalization(func):
                 sch.reorder(inner[-1], inner[-2])
                 sch.vectorize(sch.get_loops(block)[-1])
             elif inner and all(iv.iter_type == _SPATIAL for iv in sch.get(block).iter_vars):
-                sch.vectorize(inner[-1] if whole else sch.split(inner[-1], factors=[None, lanes])[1])
+                sch.vectorize(vector(inner[-1]))
     except Exception:  # noqa: BLE001 - TVM's error for a kernel of another shape: left to the other rules
         return None
     return sch

@@ -7,7 +7,7 @@ import tvm
 from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
-from ...ir import bound_value, constant_value, op_name, rewrite_main
+from ...ir import bound_value, constant_value, op_name, readers, rewrite_main
 
 _RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 _ROUNDINGS = ("relax.floor", "relax.round")
@@ -74,18 +74,6 @@ def _rounded(mutator, expr) -> bool:
     return False
 
 
-def _users(func) -> dict:
-    """Variable → the values of the bindings that read it."""
-    users = {}
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            for var in relax.analysis.free_vars(binding.value):
-                users.setdefault(var, []).append(binding.value)
-    for var in relax.analysis.free_vars(func.body.body):
-        users.setdefault(var, []).append(func.body.body)
-    return users
-
-
 @tvm.transform.module_pass(opt_level=0, name="qcompile.ElideCodeCasts")
 class ElideCodeCasts:
     """Rewrite `astype(astype(c, uint8|int8), float32)` as `c` where c is a saturated, rounded float (a requantize's
@@ -96,5 +84,5 @@ class ElideCodeCasts:
     cross kernels stay 8-bit."""
 
     def transform_module(self, mod, ctx):
-        mod = rewrite_main(_Elide(mod, _users(mod["main"])), mod)
+        mod = rewrite_main(_Elide(mod, readers(mod["main"])), mod)
         return relax.transform.DeadCodeElimination(["main"])(mod)

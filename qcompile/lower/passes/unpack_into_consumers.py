@@ -6,7 +6,7 @@ import tvm
 from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
-from ...ir import op_name, rewrite_main
+from ...ir import op_name, readers, rewrite_main
 from ..kernels import PACK, PAD, UNPACK, calls_kernel
 
 # consumers that read each value once, in one branch: fused into a concat or a resize, the unpack and the
@@ -19,7 +19,7 @@ LAYOUT_OPS = ("relax.reshape", "relax.permute_dims", "relax.nn.pad")
 class _Unalias(PyExprMutator):
     def __init__(self, mod, users: dict):
         super().__init__(mod)
-        self.users = users  # variable → the values bound to the variables that use it
+        self.users = users  # variable → the values that read it (`ir.readers`)
 
     def visit_var_binding_(self, binding):
         source = binding.value
@@ -31,20 +31,6 @@ class _Unalias(PyExprMutator):
             self.set_var_remap(binding.var, self.visit_expr(source))
             return
         super().visit_var_binding_(binding)
-
-
-def _users(func) -> dict:
-    """Each variable of `func`'s dataflow blocks → the values bound to the variables that read it."""
-    values = {}
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            values[binding.var] = binding.value
-    users = {}
-    for block in func.body.blocks:
-        if isinstance(block, relax.DataflowBlock):
-            for var, uses in relax.analysis.udchain(block).items():
-                users[var] = [values[u] for u in uses if u in values]
-    return users
 
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.UnpackIntoConsumers")
@@ -59,4 +45,4 @@ class UnpackIntoConsumers:
     result into rows 8 lanes at a time)."""
 
     def transform_module(self, mod, ctx):
-        return rewrite_main(_Unalias(mod, _users(mod["main"])), mod)
+        return rewrite_main(_Unalias(mod, readers(mod["main"])), mod)
