@@ -118,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
                             "(x86_64 or aarch64), a C++ runner (source and binary) and a README for the board")
     accuracy = build.add_argument_group("accuracy control (INT8)")
     accuracy.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
-                          help="restore the layers whose quantization costs the most to FP32, one at a time, until "
+                          help="where all layers in INT8 miss the budget, first measure a wider percentile of "
+                               "the activation ranges (99.999, no new calibration) and keep it if it scores better; "
+                               "then restore the layers whose quantization costs "
+                               "the most to FP32, one at a time, until "
                                "the INT8 metric is at most POINTS (percentage points) below FP32's on held-out "
                                "data: with --labels theirs (top-1 of classes, exact text lines), else agreement "
                                "with FP32 read by the output's form (top-1 "

@@ -321,9 +321,10 @@ def lower_model(request: CompileRequest, reporter: Reporter = SILENT) -> Lowered
 
 def control_accuracy(mod, model, samples, inputs, outputs, request: CompileRequest,
                      reporter: Reporter) -> tuple[Quantized, dict]:
-    """Quantize, then restore the layers that cost the metric most to FP32 until the drop fits the budget
-    (`quantize/fallback.py`). Every candidate is realized in integers, compiled for this CPU and run on the
-    held-out inputs; the calibration statistics are collected once and shared by all candidates."""
+    """Quantize; where the drop exceeds the budget, take the best of the calibration's alternative activation
+    ranges (`CalibrationConfig.alternatives`), then restore the layers that cost the metric most to FP32 until the
+    drop fits the budget (`quantize/fallback.py`). Every candidate is realized in integers, compiled for this CPU
+    and run on the held-out inputs; the calibration statistics are collected once and shared by all candidates."""
     import numpy as np
 
     from .measure import evaluate as evaluation
@@ -339,22 +340,33 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
             request.model, [s.name for s in inputs], held_out)])
     metric_name, metric = _metric(reference, labels, outputs[0].shape)
     stats: dict = {}
-    seconds: dict = {}
+    measured: dict = {}  # (restored layers, calibration) → (metric, seconds a sample)
     last: dict = {}  # the last candidate quantized: the search measures the one the ranking quantized first
 
+    calibration = request.quant.calibration  # the ranges the layer search quantizes with, chosen below
+
     def quantize_with(restored: tuple[str, ...], progress: Reporter = SILENT) -> Quantized:
-        key = frozenset(restored)
+        key = (frozenset(restored), calibration)
         if key not in last:
-            config = dataclasses.replace(request.quant, exclude=request.quant.exclude | key)
+            config = dataclasses.replace(request.quant, exclude=request.quant.exclude | key[0],
+                                         calibration=calibration)
             last.clear()
             last[key] = quantizer.quantize(mod, samples, config, names, progress, stats_cache=stats,
                                            compile_host=compiler.for_host)
         return last[key]
 
     def evaluate(restored: tuple[str, ...]) -> float:
-        run = _on_host(quantize_with(restored).mod, inputs, outputs)
-        results, seconds[frozenset(restored)] = evaluation.scores(run, held_out, "")
-        return metric(results)
+        key = (frozenset(restored), calibration)
+        if key not in measured:
+            run = _on_host(quantize_with(restored).mod, inputs, outputs)
+            results, took = evaluation.scores(run, held_out, "")
+            measured[key] = metric(results), took
+        return measured[key][0]
+
+    def with_ranges(candidate) -> float:
+        nonlocal calibration
+        calibration = candidate
+        return evaluate(())
 
     def progress(step: fallback.Step, kind: str):
         layer = step.restored[-1] if step.restored else ""
@@ -365,7 +377,17 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
         reporter.note(f"accuracy control: {what}: {metric_name} {step.metric:.2f} (FP32 {fp32:.2f})")
 
     fp32 = metric(reference)
-    with reporter.step(f"accuracy control: calibrating on {len(samples)} samples and ranking the layers"):
+    with reporter.step(f"accuracy control: calibrating on {len(samples)} samples"):
+        quantize_with((), reporter)
+    candidates = request.quant.calibration.alternatives()
+    if len(candidates) > 1 and fp32 - evaluate(()) > control.config.max_drop:
+        # other ranges first, before any layer goes to FP32: the statistics are cached, so each costs a build
+        with reporter.step(f"accuracy control: measuring {len(candidates)} choices of activation ranges"):
+            calibration, scores = fallback.choose(candidates, with_ranges)
+        reporter.note("accuracy control: all layers in INT8 with " + ", ".join(
+            f"{c.describe()} ranges: {metric_name} {m:.2f}" for c, m in zip(candidates, scores))
+            + f"; the search uses {calibration.describe()}")
+    with reporter.step("accuracy control: ranking the layers"):
         first = quantize_with((), reporter)
         ranked = sensitivity.rank_layers(first, report.build_report(first, samples[:8], compiler.for_host), names)
     plan = fallback.search(ranked, evaluate, fp32, metric_name, control.config, progress,
@@ -376,9 +398,10 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
                             f"of {len(ranked)} layers in FP32 ({metric_name}: INT8 {plan.after:.2f}, FP32 {fp32:.2f}); "
                             "allow a larger drop, or build with {precision} fp32")
     quantized = quantize_with(plan.restored)
-    before, after = (round(seconds[frozenset(k)] * 1e3, 3) for k in ((), plan.restored))
+    before, after = (round(measured[frozenset(k), calibration][1] * 1e3, 3) for k in ((), plan.restored))
     reporter.note(f"accuracy control: latency on this CPU (untuned kernels) {before:.1f} → {after:.1f} ms a sample")
-    return quantized, plan.to_json(untuned_ms_here={"all_int8": before, "plan": after})
+    return quantized, plan.to_json(untuned_ms_here={"all_int8": before, "plan": after},
+                                   calibration=dataclasses.asdict(calibration))
 
 
 def _accuracy_data(control: AccuracyControl, calib: DataSource, inputs, proto, output_shape):

@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 import qcompile
 from conftest import fails_cleanly, run_cli
 from qcompile.errors import QcompileError
-from qcompile.quantize.fallback import AccuracyConfig, search
+from qcompile.quantize.calibrate import CalibrationConfig
+from qcompile.quantize.fallback import AccuracyConfig, choose, search
 
 
 def fake_metric(costs: dict[str, float], base: float):
@@ -83,6 +84,21 @@ def test_error_spread_over_the_first_layers_is_found_by_bisecting_from_the_input
     assert [len(s.restored) for s in plan.rejected[-2:]] == [3, 4]  # the prefixes that fell short
 
 
+def test_the_best_scoring_range_choice_wins_and_equal_scores_keep_the_first():
+    scores = {"given": 90.0, "wider": 92.5, "other": 92.5}
+    chosen, measured = choose(["given", "wider", "other"], scores.__getitem__)
+    assert chosen == "wider" and measured == [90.0, 92.5, 92.5]
+    assert choose(["given", "wider"], lambda c: 90.0)[0] == "given"
+
+
+def test_a_percentile_calibration_also_offers_a_wider_percentile_and_other_methods_only_themselves():
+    given = CalibrationConfig(method="percentile", percentile=99.99)
+    assert given.alternatives() == [given, CalibrationConfig(method="percentile", percentile=99.999)]
+    assert CalibrationConfig(method="percentile", percentile=99.999).alternatives() == [
+        CalibrationConfig(method="percentile", percentile=99.999)]
+    assert CalibrationConfig(method="minmax").alternatives() == [CalibrationConfig(method="minmax")]
+
+
 def test_a_negative_budget_is_refused():
     with pytest.raises(QcompileError):
         AccuracyConfig(-1.0)
@@ -122,6 +138,7 @@ def test_the_fragile_layer_is_restored_first_and_alone(tmp_path):
     assert plan["before"] < 60  # the fully quantized model is broken on purpose
     assert plan["probes"][0]["restored"] == ["fc2"]  # ranked first by the noise it adds
     assert plan["restored"] == ["fc2"] and plan["met"] and [s["restored"] for s in plan["steps"]] == [[], ["fc2"]]
+    assert plan["calibration"]["method"] == "percentile"  # the ranges the plan was searched with
     # the library as written holds the budget on inputs it never saw, against onnxruntime FP32
     fresh = np.random.default_rng(2).standard_normal((100, 1, 16)).astype(np.float32)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

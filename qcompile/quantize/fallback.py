@@ -78,6 +78,13 @@ class FallbackPlan:
                 "rejected": [{"restored": list(s.restored), "metric": s.metric} for s in self.rejected], **extra}
 
 
+def choose(candidates: list, evaluate: Callable[[object], float]) -> tuple[object, list[float]]:
+    """The candidate (a whole-model setting, such as the calibration ranges) whose all-INT8 build scores best,
+    the first of equals; and every candidate's score, in order."""
+    scores = [evaluate(c) for c in candidates]
+    return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))], scores
+
+
 def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32: float, metric: str,
            config: AccuracyConfig, progress: Callable[[Step, str], None] = lambda step, kind: None,
            from_input: list[str] | None = None) -> FallbackPlan:
