@@ -346,7 +346,9 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
 def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     from .driver import PRECISIONS
     from .data.datasets import FITS, PREPROCESS_PRESETS
-    from .quantize.calibrate import METHODS
+    from .quantize.calibrate import METHODS, CalibrationConfig
+
+    defaults = CalibrationConfig()
 
     q = parser.add_argument_group("quantization (INT8)")
     if precision:
@@ -363,12 +365,13 @@ def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool =
                    help="calibration samples, spread evenly over the data (default: 100)")
     q.add_argument("--calib-random", action="store_true",
                    help="calibrate on random inputs when no data exists (a loud warning: accuracy is then arbitrary)")
-    q.add_argument("--calibration", choices=METHODS, default="percentile",
+    q.add_argument("--calibration", choices=METHODS, default=defaults.method,
                    help="how activation ranges are chosen: minmax, percentile (of |x|), entropy (KL divergence, "
                         "TensorRT-style), mse, or adaptive (per tensor, whichever of those four ranges quantizes "
                         "its calibration values with the least squared error; the report names each choice) "
-                        "(default: percentile)")
-    q.add_argument("--percentile", type=float, default=99.99, help="the percentile for --calibration percentile")
+                        f"(default: {defaults.method})")
+    q.add_argument("--percentile", type=float, default=defaults.percentile,
+                   help=f"the percentile for --calibration percentile (default: {defaults.percentile:g})")
     q.add_argument("--activation-dtype", choices=("uint8", "int8"),
                    help="activation type: uint8 asymmetric or int8 symmetric (default: the target's; x86 VNNI "
                         "takes uint8, ARM sdot and CUDA dp4a int8)")
