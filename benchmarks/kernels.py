@@ -6,7 +6,7 @@ total first: per-call and total time, how it got its schedule (tuned record, fix
 none) and, for the packed (dense) convs, the int8 multiply-adds per second. Kernels timed alone find their weights in cache: their sum is a lower bound of the
 model's latency, not a prediction of it.
 
-    python benchmarks/kernels.py MODEL.onnx --calib DATA --preprocess tf [--precision int8] [--top 25]
+    python benchmarks/kernels.py MODEL.onnx --calib DATA --preprocess tf [--precision int8] [--untuned] [--top 25]
                                  [--input-shape NAME:DIMS]
 """
 
@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                         help="static shape of a dynamic input, as `qcompile build --input-shape` (repeatable)")
     parser.add_argument("--target", default="x86", help="a CPU preset this machine runs (default: x86)")
+    parser.add_argument("--untuned", action="store_true", help="ignore tuning records: every kernel's default schedule")
     parser.add_argument("--top", type=int, default=25, help="rows to print (the total covers every kernel)")
     parser.add_argument("--exclude-nodes", action="append", default=[], metavar="NAME|OPTYPE",
                         help="ONNX nodes kept in FP32, as `qcompile build --exclude-nodes` (repeatable)")
@@ -89,7 +90,7 @@ def profile(args) -> list[Kernel]:
              if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)}
     macs = {gv.name_hint: _conv_macs(f) for gv, f in lowered.functions_items()
             if isinstance(f, tirx.PrimFunc) and gv.name_hint not in fixed}
-    database = driver.find_records(config, sidecar)
+    database = None if args.untuned else driver.find_records(config, sidecar)
     if database is not None:
         lowered, _, _ = records.apply(lowered, database, spec.tvm_target())
     tuned = {gv.name_hint for gv, f in lowered.functions_items()

@@ -87,11 +87,15 @@ def main():
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--short-tune", type=Path, metavar="ROOT",
+                        help="a records root written by 'qcompile tune MODEL --records ROOT --minutes 5': also time "
+                             "each model's INT8 with its records there (the row names the folder)")
     args = parser.parse_args()
     spec = targets.resolve("x86")
     images = args.shared / "data" / "imagenet-sample"
     print("## Latency: onnxruntime vs qcompile, default schedules and tuned (issues 4, 22)\n")
-    print(f"Command: `python benchmarks/latency.py --models {args.models} --repeat {args.repeat}`\n")
+    short = f" --short-tune {args.short_tune}" if args.short_tune else ""
+    print(f"Command: `python benchmarks/latency.py --models {args.models} --repeat {args.repeat}{short}`\n")
     print(machine() + "\n")
     print("Batch 1, medians over {} interleaved runs after 3 warm-up runs (on 2 threads each timed run follows a "
           "{} s pause, in which the other variant's spinning workers go idle, then by an untimed run if runs take "
@@ -114,26 +118,32 @@ def main():
             config = CompileRequest(model=path, target=spec, calib=calib)
             sidecar = lower_model(dataclasses.replace(config, precision="fp32")).sidecar
             tuning = tuning_summary(path, sidecar.model_sha256, spec)
+            short_tune = args.short_tune and records.find([args.short_tune], path, sidecar.model_sha256, "int8", spec)
             rows = bench.run(bench.BenchConfig(compile=config, precisions=("fp32", "int8"), threads=(1, 2),
                                                compare_onnxruntime=True,
                                                compare_untuned=any(t is not None for t in tuning.values()),
+                                               compare_records=(short_tune,) if short_tune else (),
                                                repeat=args.repeat, warmup=3))
             ops = model_ops(path)
             print(f"### {title} ({ops / 1e9:.2f} G multiply-add ops ×2)\n")
             table = ["| engine | precision | tuned kernels | threads | p10 ms | median ms | p90 ms | vs ORT INT8 | "
                      "% of peak |", "|---|---|---|---|---|---|---|---|---|"]
             for r in sorted(rows, key=lambda r: (r["threads"], r["engine"] != "onnxruntime", r["precision"],
-                                                 r["tuned kernels"] != "untuned")):
+                                                 r["tuned kernels"] != "untuned", "(" not in r["tuned kernels"])):
                 ort_int8 = next(o for o in rows if (o["engine"], o["precision"], o["threads"]) ==
                                 ("onnxruntime", "int8", r["threads"]))
                 per_cycle = INT8_PER_CYCLE if r["precision"] == "int8" else FP32_PER_CYCLE
                 peak = PEAK_GHZ * 1e9 * per_cycle * r["threads"]
                 fraction = ops / (r["median ms"] / 1e3) / peak
-                table.append(f"| {r['engine']} | {r['precision']} | {r['tuned kernels']} | {r['threads']} | "
+                tuned = r["tuned kernels"].replace(f"({short_tune.name})", "(short tune)") if short_tune else \
+                    r["tuned kernels"]
+                table.append(f"| {r['engine']} | {r['precision']} | {tuned} | {r['threads']} | "
                              f"{r['p10 ms']:.2f} | {r['median ms']:.2f} | {r['p90 ms']:.2f} | "
                              f"{ort_int8['median ms'] / r['median ms']:.2f}× | {100 * fraction:.1f} % |")
             print("\n".join(table) + "\n")
-            for precision, found in tuning.items():
+            found_short = [("int8, short tune", (short_tune, json.loads((short_tune / "tuning.json").read_text())))
+                           ] if short_tune else []
+            for precision, found in [*tuning.items(), *found_short]:
                 if found is not None:
                     folder, t = found
                     print(f"- {precision} records: {t['measured']} candidates measured in {t['seconds'] / 60:.1f} min "

@@ -209,6 +209,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="onnxruntime: also time onnxruntime on the same inputs (its INT8: quantize_static QDQ "
                             "per-channel, same calibration data); untuned: also time qcompile's builds without "
                             "tuning records; repeatable")
+    bench.add_argument("--compare-tuning-log", type=Path, action="append", default=[], metavar="DIR",
+                       help="also time builds with the records in this folder (written by 'qcompile tune'), for "
+                            "example a short tune's beside the full one's; its rows name the folder; repeatable")
     bench.add_argument("--repeat", type=int, default=30, help="timed rounds per variant (default 30)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs per variant first (default 3)")
     bench.add_argument("--format", choices=("md", "csv", "json"), default="md",
@@ -608,7 +611,8 @@ def _bench(args) -> int:
     request = compile_request(args, spec, "int8", calibrate="int8" in precisions, records=record_source(args))
     config = bench.BenchConfig(compile=request, precisions=precisions, threads=threads,
                                compare_onnxruntime="onnxruntime" in args.compare,
-                               compare_untuned="untuned" in args.compare, repeat=args.repeat,
+                               compare_untuned="untuned" in args.compare,
+                               compare_records=tuple(args.compare_tuning_log), repeat=args.repeat,
                                warmup=args.warmup, data=data,
                                remote=remote.RemoteSpec.parse(args.rpc, args.rpc_tracker, args.rpc_key))
     rows = bench.run(config, reporter(args))

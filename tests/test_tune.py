@@ -270,6 +270,20 @@ def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):
     assert kernels[1] == "untuned" and kernels[0].split("/")[0] == kernels[0].split("/")[1] != "0"
 
 
+def test_bench_times_a_second_records_folder_for_the_precision_it_holds(tuned, tmp_path):
+    model, calib, log = tuned
+    assert run_cli("bench", model, "--target", TARGET, "--precision", "fp32,int8", "--calib", calib,
+                   "--calib-count", 8, "--untuned", "--compare-tuning-log", log, "--repeat", 3, "-q",
+                   "--output", tmp_path / "t.json") == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    # the log holds int8 records only: its FP32 build found none and is left out
+    assert [(r["precision"], r["tuned kernels"]) for r in rows] == [
+        ("fp32", "untuned"), ("int8", "untuned"), ("int8", f"{rows[2]['tuned kernels'].split()[0]} (conv)")]
+    found, total = rows[2]["tuned kernels"].split()[0].split("/")
+    assert found == total != "0"
+    assert rows[2]["speedup vs FP32"] == pytest.approx(rows[0]["median ms"] / rows[2]["median ms"])
+
+
 def test_tune_measures_on_a_board_behind_an_rpc_tracker(conv_model, tracker_with_board, tmp_path):
     model, calib = conv_model
     assert run_cli("tune", model, "--target", TARGET, "--calib", calib, "--trials", 4, "--batch", 4,

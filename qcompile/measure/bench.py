@@ -44,6 +44,7 @@ class BenchConfig:
     threads: tuple[int, ...] = (1,)
     compare_onnxruntime: bool = False
     compare_untuned: bool = False  # also time qcompile's builds without tuning records
+    compare_records: tuple[Path, ...] = ()  # also time builds with each of these records folders (a short tune's)
     repeat: int = 30
     warmup: int = 3
     data: calibdata.DataSource | None = None  # inputs for INT8-vs-FP32 top-1 agreement
@@ -56,6 +57,9 @@ class BenchConfig:
             raise QcompileError(f"{{precisions}} takes {', '.join(PRECISIONS)} (comma-separated)")
         if not self.threads or min(self.threads) < 1:
             raise QcompileError("{threads} takes positive thread counts, comma-separated")
+        missing = [str(folder) for folder in self.compare_records if not folder.is_dir()]
+        if missing:
+            raise QcompileError(f"tuning log folder not found: {missing[0]}")
         if self.remote is not None and self.compare_onnxruntime:
             raise QcompileError("{compare_onnxruntime} measures on this machine; it does not run over RPC")
 
@@ -107,6 +111,15 @@ def _run(config: BenchConfig, reporter: Reporter) -> list[dict]:
         for v in [v for v in variants if v.tuned != "untuned"]:
             variants.append(dataclasses.replace(_tvm_variant(config, untuned, v.precision, x, session, reporter),
                                                 family="untuned"))
+    for folder in config.compare_records:
+        other = dataclasses.replace(config.compile, records=RecordSource(folder=folder))
+        for precision in config.precisions:
+            v = _tvm_variant(config, other, precision, x, session, reporter)
+            if v.tuned.startswith("0/"):  # a tune writes one precision's records: the others find none there
+                reporter.note(f"{folder} holds no record of the {precision} build's kernels: not timed")
+                continue
+            # the folder's name tells its rows apart; its speedup vs FP32 is against the main FP32 build
+            variants.append(dataclasses.replace(v, tuned=f"{v.tuned} ({folder.name})", family=str(folder)))
     if config.compare_onnxruntime:
         # onnxruntime's counterparts: quantize_static for int8, quantize_dynamic for int8-dynamic; it has no
         # int8 weight-only CPU form (MatMulNBits needs the onnx_ir package)
