@@ -109,8 +109,9 @@ def test_every_tile_shape_computes_the_conv_and_its_epilogue_on_vpdpbusd(size, s
         pytest.skip("this machine's CPU has no vnni")
     mod, args, expected = _case(size, stride, pad, residual, intrinsics.VNNI)
     schedules = conv_templates.candidates(mod, conv_templates.REGISTER_FILES[intrinsics.VNNI])
-    # 4 output-channel blocks, 14 or 7 pixels a row: tiles 1, 2 and 4 blocks × 7 and 14 pixels within 28 sums
-    assert len(schedules) == (5 if stride == 1 else 3)
+    # 4 output-channel blocks, 14 or 7 pixels a row: tiles of 1, 2 and 4 blocks × 2, 7 and 14 pixels within 16
+    # sums (1×2, 1×7, 1×14, 2×2, 2×7, 4×2), or of 1 and 2 blocks × 7 pixels
+    assert len(schedules) == (6 if stride == 1 else 2)
     for sch in schedules:
         _check(sch, args, expected, "vnni")
 
@@ -125,10 +126,11 @@ def test_the_default_schedule_computes_the_conv_and_its_epilogue(machine, size, 
 
 def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_per_sum():
     vnni, avx2 = conv_templates.REGISTER_FILES[intrinsics.VNNI], conv_templates.REGISTER_FILES[intrinsics.AVX2]
-    # 28 of AVX-512's 32 registers hold sums; 4 blocks × 7 pixels reuse each weight and input load most
-    assert conv_templates.register_tile(4, 14, vnni) == (4, 7)
-    # a 13-pixel row: 2 × 13 sums rather than 4 × 1, which would leave vpdpbusd's latency exposed
-    assert conv_templates.register_tile(4, 13, vnni) == (2, 13)
+    # at most 16 sums beside the operand vpdpbusd cannot take from memory; 4 blocks × 2 pixels issue the fewest
+    # broadcasts a sum of the tiles with enough sums to hide its latency
+    assert conv_templates.register_tile(4, 14, vnni) == (4, 2)
+    # a 13-pixel row: 1 × 13 sums rather than 4 × 1, which would leave vpdpbusd's latency exposed
+    assert conv_templates.register_tile(4, 13, vnni) == (1, 13)
     # AVX2: at most 8 sums in its 16 registers, over as many channel blocks as reuse one widened input word
     assert conv_templates.register_tile(8, 56, avx2) == (4, 2)
     assert conv_templates.register_tile(125, 13, avx2) == (5, 1)  # SqueezeNet's classifier: 1000 channels, 13²

@@ -24,7 +24,7 @@ import numpy as np
 from . import intrinsics
 from .kernels import CONV_BLOCK, FLOAT_CONV_BLOCK, IC_BLOCK, WIDE_WEIGHTS
 
-X_TILES = (4, 7, 8, 14)  # output pixels of a row per register tile tuning offers
+X_TILES = (2, 4, 7, 8, 14)  # output pixels of a row per register tile tuning offers
 _SPATIAL = 0  # IterVar.DataPar
 
 
@@ -76,10 +76,11 @@ class RegisterFile:
 
 
 REGISTER_FILES = {
-    # vpdpbusd reads its weights and its broadcast input from memory, 28 of AVX-512's 32 registers hold sums; it
-    # accumulates in place (latency 5, two a cycle), so ten sums or more keep it busy
+    # vpdpbusd takes one operand from memory, so a block's weights or a pixel's broadcast input waits in a
+    # register beside the sums; tiles of more than 16 sums lost up to 2.7× to smaller ones on Zen 4 and Ice Lake
+    # (benchmarks/tiles.py, RESULTS.md), and eight sums hide its latency
     intrinsics.VNNI: RegisterFile(CONV_BLOCK, 16, intrinsics.VNNI, intrinsics.VNNI_LOCAL, oc_tiles=(1, 2, 4),
-                                  max_sums=28, min_sums=10, per_block=0, per_pixel=1, per_sum=1),
+                                  max_sums=16, min_sums=8, per_block=0, per_pixel=1, per_sum=1),
     # vpmaddwd on 16-bit operands: a block's weights widened as loaded (2 × vpmovsxbw), a pixel's two channel
     # pairs broadcast from the widened input; a sum takes 2 × (vpmaddwd, vpaddd). The costs are fitted to the
     # fastest tiles of MobileNet's and SqueezeNet's convs (AMD Zen 3, benchmarks/RESULTS.md): tiles of up to 10
