@@ -122,9 +122,10 @@ def test_an_amx_build_computes_the_integers_of_the_host_build_with_the_instructi
         kernels = compiler.lower_kernels(mod, HOST)
         convs = [gv.name_hint for gv, f in kernels.functions_items() if "conv2d_NCHWc_int8" in gv.name_hint]
         kernels = compiler.schedule_defaults(kernels, HOST)
-        # every conv on AMX's tiles, but MobileNet's classifier (a 1×1 output: one pixel a row) on AVX2's dot product
-        kinds = ["amx" if "qcompile_amx_tdpbusd" in code else "dot" if "pmadd.wd" in code else "untensorized"
-                 for code in (kernels[conv].script() for conv in convs)]
+        # every conv on AMX's tiles, but MobileNet's classifier (a 1×1 output: one pixel a row) on the host's dot
+        # product (VNNI's vpdpbusd, else AVX2's vpmaddwd)
+        kinds = ["amx" if "qcompile_amx_tdpbusd" in code else "dot" if "vpdpbusd" in code or "pmadd.wd" in code
+                 else "untensorized" for code in (kernels[conv].script() for conv in convs)]
         assert kinds.count("amx") == len(convs) - (name == "mobilenet") and kinds.count("dot") == (name == "mobilenet")
         emulated = compiler.compile_kernels(kernels, HOST)
     for x in real_inputs(name, 2, start=400):
