@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from kernels import _call_counts, _time  # noqa: E402 - benchmarks/ is the script's folder
+from kernels import _call_counts, _time  # benchmarks/kernels.py: the script's folder is on sys.path
 
 from qcompile import driver, targets
 from qcompile.data.calibdata import DataSource
