@@ -71,11 +71,8 @@ def _config(model, calib, records=RecordSource()):
                                 records=records)
 
 
-def _library_and_latency(executable, x):
-    vm = relax.VirtualMachine(executable, tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(x)).numpy()
-    timer = vm.time_evaluator("main", tvm.cpu(), number=50, repeat=5)
-    return out, float(np.median(timer(tvm.runtime.tensor(x)).results))
+def _outputs(executable, x):
+    return relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
 
 def test_tune_stores_a_metaschedule_database_with_its_target(tuned):
@@ -112,7 +109,7 @@ def test_build_takes_a_kernels_pick_before_the_searchs_best(tuned, tmp_path):
     kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
                for _, func in compiler.lower_kernels(mod, spec).functions_items()
                if isinstance(func, tvm.tirx.PrimFunc)]
-    conv, template = next((kernel, found[0]) for kernel in kernels if (found := conv_templates.candidates(kernel)))
+    conv, template = next((kernel, found[0]) for kernel in kernels if (found := conv_templates.REGISTER_FILES[intrinsics.VNNI].candidates(kernel)))
     picks = records.open_database(copy / records.PICKS, spec, create=True)
     # timed a second: slower than anything the search stored, and still what the build takes, as picks are
     # timed cold and never compared with the search's warm times
@@ -134,20 +131,15 @@ def test_tuned_records_are_applied_to_every_kernel(tuned):
     assert total > 0 and found == total
 
 
-def test_build_from_the_log_runs_the_conv_on_vpdpbusd_and_is_faster(tuned):
+def test_build_from_the_log_runs_the_conv_on_vpdpbusd_and_computes_the_default_builds_integers(tuned):
     model, calib, log = tuned
     tuned_exe = driver.compile_model(_config(model, calib, RecordSource(folder=log))).executable
-    untuned_exe = driver.compile_model(_config(model, calib)).executable
-    asm = tuned_exe.mod.imports[0].inspect_source("asm")
-    untuned_asm = untuned_exe.mod.imports[0].inspect_source("asm")
-    # LLVM alone pattern-matches a few vpdpbusd in the untuned conv; the tensorized one is made of them
-    assert asm.count("vpdpbusd") >= 4 * max(1, untuned_asm.count("vpdpbusd"))
+    default_exe = driver.compile_model(_config(model, calib)).executable
+    assert "vpdpbusd" in tuned_exe.mod.imports[0].inspect_source("asm")
     x = np.random.default_rng(1).standard_normal((1, 16, 28, 28)).astype(np.float32)
-    tuned_out, tuned_ms = _library_and_latency(tuned_exe, x)
-    untuned_out, untuned_ms = _library_and_latency(untuned_exe, x)
-    # same integers; the final dequantize multiply may round differently once vectorized
-    np.testing.assert_allclose(tuned_out, untuned_out, rtol=1e-6, atol=1e-6)
-    assert tuned_ms < untuned_ms
+    # same integers; the final dequantize multiply may round differently once vectorized (which is faster is
+    # benchmarks/latency.py's question: the default schedules are tensorized templates too)
+    np.testing.assert_allclose(_outputs(tuned_exe, x), _outputs(default_exe, x), rtol=1e-6, atol=1e-6)
 
 
 def test_build_finds_records_under_the_tuning_logs_root(tuned, tmp_path, capsys):
@@ -228,7 +220,7 @@ def test_tune_gives_a_kernel_with_no_record_the_schedule_of_a_same_shaped_kernel
                                                                                   monkeypatch):
     model, calib, log = tuned
     # the conv's input as an earlier qcompile laid it out, NCHW4c: same parameters, other indices, no record
-    monkeypatch.setattr(pack_conv, "input_block", lambda channels, oc_block, depth: depth)
+    monkeypatch.setattr(pack_conv, "input_block", lambda channels, oc_block, depth=4, row=None: depth)
     _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys)
 
 
@@ -256,8 +248,7 @@ def _assert_tune_transfers_a_schedule(model, calib, log, tmp_path, capsys):
     assert "vpdpbusd" in transferred_exe.mod.imports[0].inspect_source("asm")
     x = np.random.default_rng(1).standard_normal((1, 16, 28, 28)).astype(np.float32)
     # the replayed schedule computes the new kernel: the untuned kernel's outputs
-    np.testing.assert_allclose(_library_and_latency(transferred_exe, x)[0], _library_and_latency(untuned_exe, x)[0],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_outputs(transferred_exe, x), _outputs(untuned_exe, x), rtol=1e-6, atol=1e-6)
 
 
 def test_bench_compares_tuned_with_untuned_builds(tuned, tmp_path):
