@@ -96,7 +96,7 @@ def profile(args) -> list[Kernel]:
     tuned = {gv.name_hint for gv, f in lowered.functions_items()
              if isinstance(f, tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled", False)} - fixed
     lowered = compiler.schedule_defaults(lowered, spec)
-    calls = _call_counts(lowered)
+    calls = call_counts(lowered)
     result = []
     for gvar, func in lowered.functions_items():
         if not isinstance(func, tirx.PrimFunc) or gvar.name_hint not in calls:
@@ -104,12 +104,12 @@ def profile(args) -> list[Kernel]:
         scheduled = func.attrs and func.attrs.get("tirx.is_scheduled", False)
         schedule = ("fixed" if gvar.name_hint in fixed else "tuned" if gvar.name_hint in tuned
                     else "default" if scheduled else "none")
-        result.append(Kernel(gvar.name_hint, calls[gvar.name_hint], _time(func, spec), schedule,
+        result.append(Kernel(gvar.name_hint, calls[gvar.name_hint], time_kernel(func, spec), schedule,
                              macs.get(gvar.name_hint, 0)))
     return sorted(result, key=lambda k: -k.ms * k.calls)
 
 
-def _call_counts(mod) -> collections.Counter:
+def call_counts(mod) -> collections.Counter:
     import tvm
     from tvm import relax
 
@@ -124,7 +124,7 @@ def _call_counts(mod) -> collections.Counter:
     return counts
 
 
-def _time(func, spec) -> float:
+def time_kernel(func, spec) -> float:
     """Median milliseconds of one call of `func` alone, on random data."""
     import tvm
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from kernels import _call_counts, _time  # benchmarks/kernels.py: the script's folder is on sys.path
+from kernels import call_counts, time_kernel  # benchmarks/kernels.py: the script's folder is on sys.path
 
 from qcompile import driver, targets
 from qcompile.data.calibdata import DataSource
@@ -75,27 +75,24 @@ def sweep(args) -> list[Conv]:
     lowered = compiler.lower_kernels(driver.lower_model(CompileRequest(model=args.model, target=spec,
                                                                        calib=calib)).mod, spec)
     files = conv_templates.register_files(spec.tvm_target())
-    calls = _call_counts(lowered)
+    calls = call_counts(lowered)
     convs = []
     for gvar, func in lowered.functions_items():
         if not isinstance(func, tirx.PrimFunc) or gvar.name_hint not in calls:
             continue
         mod = tvm.IRModule({"main": func})
-        found = [(f, s) for f in files if (s := conv_templates._conv_shape(s_tir.Schedule(mod), f)) is not None]
+        found = [(f, s) for f in files if (s := conv_templates.conv_shape(s_tir.Schedule(mod), f)) is not None]
         if not found or not found[0][0].intrinsic:
             continue  # not an int8 packed conv
         file, (oc_blocks, width, reduction) = found[0]
         times = {}
-        for oc in file.oc_tiles:
-            for x in range(1, width + 1):
-                if oc_blocks % oc or width % x or not file.fits(oc, x):
-                    continue
-                sch = s_tir.Schedule(mod)
-                try:
-                    conv_templates.schedule(sch, oc, x, file)
-                except Exception:  # noqa: BLE001 - an epilogue that cannot be fused into the tile
-                    continue
-                times[(oc, x)] = _time(sch.mod["main"], spec)
+        for oc, x in conv_templates.fitting_tiles(oc_blocks, width, file):
+            sch = s_tir.Schedule(mod)
+            try:
+                conv_templates.schedule(sch, oc, x, file)
+            except Exception:  # noqa: BLE001 - an epilogue that cannot be fused into the tile
+                continue
+            times[(oc, x)] = time_kernel(sch.mod["main"], spec)
         default = conv_templates.register_tile(oc_blocks, width, file, reduction)
         if default in times:
             convs.append(Conv(gvar.name_hint, calls[gvar.name_hint], (oc_blocks, width, reduction), default, times))

@@ -147,7 +147,7 @@ def default_schedule(mod, file: RegisterFile):
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
-    shape = _conv_shape(sch, file)  # reads the kernel only
+    shape = conv_shape(sch, file)  # reads the kernel only
     if shape is None:
         return None
     try:
@@ -158,13 +158,18 @@ def default_schedule(mod, file: RegisterFile):
     return sch
 
 
+def fitting_tiles(oc_blocks: int, width: int, file: RegisterFile) -> list[tuple[int, int]]:
+    """Every (oc_tile, x_tile) that fits `file`'s registers and divides the conv's channel blocks and output row."""
+    return [(oc, x) for oc in file.oc_tiles if oc_blocks % oc == 0 for x in range(1, width + 1)
+            if width % x == 0 and file.fits(oc, x)]
+
+
 def register_tile(oc_blocks: int, width: int, file: RegisterFile, reduction: int = 0) -> tuple[int, int]:
     """(oc_tile, x_tile): of the tiles that fit in the registers (and whose weights over a reduction of
     `reduction` products a sum fit the file's `tile_weight_bytes`, where some do), with x_tile a divisor of the
     output row (a ragged tile would need a predicate in the vector loop) and enough sums to hide the
     instruction's latency (or the most there are), the one issuing fewest instructions per sum."""
-    tiles = [(oc, x) for oc in file.oc_tiles if oc_blocks % oc == 0 for x in range(1, width + 1)
-             if width % x == 0 and file.fits(oc, x)]
+    tiles = fitting_tiles(oc_blocks, width, file)
     tiles = [t for t in tiles if file.weights_fit(t[0], reduction)] or tiles
     enough = min(file.min_sums, max(oc * x for oc, x in tiles))
     return min((t for t in tiles if t[0] * t[1] >= enough), key=lambda t: (file.cost(*t), -t[0] * t[1]))
@@ -175,7 +180,7 @@ def candidates(mod, file: RegisterFile) -> list:
     file's `oc_tiles` that fits it; none if it is not a conv of `file`'s class with an elementwise epilogue."""
     from tvm import s_tir
 
-    shape = _conv_shape(s_tir.Schedule(mod), file)
+    shape = conv_shape(s_tir.Schedule(mod), file)
     if shape is None:
         return []
     oc_blocks, width, _ = shape
@@ -194,7 +199,7 @@ def candidates(mod, file: RegisterFile) -> list:
     return found
 
 
-def _conv_shape(sch, file: RegisterFile) -> tuple[int, int, int] | None:
+def conv_shape(sch, file: RegisterFile) -> tuple[int, int, int] | None:
     """(output-channel blocks, output width, products a sum: kernel taps × input channels) of the kernel's packed
     conv, or None if the kernel is not one of `file`'s class."""
     import math
