@@ -72,11 +72,12 @@ def machine() -> str:
             f"- Python {platform.python_version()}, apache-tvm {tvm.__version__}, onnxruntime {onnxruntime.__version__}")
 
 
-def tuning_summary(model: Path, sha: str, spec) -> dict:
-    """precision → (the records folder `qcompile build` uses, its tuning totals), or None where it finds none."""
+def tuning_summary(model: Path, sha: str, spec, roots=None, precisions=("fp32", "int8")) -> dict:
+    """precision → (the records folder `qcompile build` uses, or the first under `roots`, its tuning totals), or
+    None where it finds none."""
     out = {}
-    for precision in ("fp32", "int8"):
-        folder = records.find(records.RecordSource.default().roots, model, sha, precision, spec)
+    for precision in precisions:
+        folder = records.find(roots or records.RecordSource.default().roots, model, sha, precision, spec)
         history = None if folder is None else folder / "tuning.json"
         out[precision] = (folder, json.loads(history.read_text())) if history and history.is_file() else None
     return out
@@ -118,7 +119,9 @@ def main():
             config = CompileRequest(model=path, target=spec, calib=calib)
             sidecar = lower_model(dataclasses.replace(config, precision="fp32")).sidecar
             tuning = tuning_summary(path, sidecar.model_sha256, spec)
-            short_tune = args.short_tune and records.find([args.short_tune], path, sidecar.model_sha256, "int8", spec)
+            short = args.short_tune and tuning_summary(path, sidecar.model_sha256, spec, roots=[args.short_tune],
+                                                       precisions=("int8",))["int8"]
+            short_tune = short and short[0]
             rows = bench.run(bench.BenchConfig(compile=config, precisions=("fp32", "int8"), threads=(1, 2),
                                                compare_onnxruntime=True,
                                                compare_untuned=any(t is not None for t in tuning.values()),
@@ -141,9 +144,7 @@ def main():
                              f"{r['p10 ms']:.2f} | {r['median ms']:.2f} | {r['p90 ms']:.2f} | "
                              f"{ort_int8['median ms'] / r['median ms']:.2f}× | {100 * fraction:.1f} % |")
             print("\n".join(table) + "\n")
-            found_short = [("int8, short tune", (short_tune, json.loads((short_tune / "tuning.json").read_text())))
-                           ] if short_tune else []
-            for precision, found in [*tuning.items(), *found_short]:
+            for precision, found in [*tuning.items(), ("int8, short tune", short)]:
                 if found is not None:
                     folder, t = found
                     print(f"- {precision} records: {t['measured']} candidates measured in {t['seconds'] / 60:.1f} min "

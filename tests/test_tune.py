@@ -109,7 +109,8 @@ def test_build_takes_a_kernels_pick_before_the_searchs_best(tuned, tmp_path):
     kernels = [tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
                for _, func in compiler.lower_kernels(mod, spec).functions_items()
                if isinstance(func, tvm.tirx.PrimFunc)]
-    conv, template = next((kernel, found[0]) for kernel in kernels if (found := conv_templates.REGISTER_FILES[intrinsics.VNNI].candidates(kernel)))
+    vnni = conv_templates.REGISTER_FILES[intrinsics.VNNI]
+    conv, template = next((kernel, found[0]) for kernel in kernels if (found := vnni.candidates(kernel)))
     picks = records.open_database(copy / records.PICKS, spec, create=True)
     # timed a second: slower than anything the search stored, and still what the build takes, as picks are
     # timed cold and never compared with the search's warm times
