@@ -201,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", default="fp32,int8", metavar="LIST",
                        help="comma-separated precisions to compare: fp32, int8, int8-weights, int8-dynamic (see "
                             "'qcompile build --help'; onnxruntime's counterparts with --compare onnxruntime: "
-                            "quantize_static for int8, quantize_dynamic of MatMul/Gemm for int8-dynamic) "
+                            "quantize_static for int8, quantize_dynamic of MatMul/Gemm/Gather for int8-dynamic) "
                             "(default: fp32,int8)")
     bench.add_argument("--threads", default="1", metavar="LIST",
                        help="comma-separated thread counts, e.g. 1,2 (default: 1)")

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 import qcompile
 from conftest import run_cli
 from qcompile import targets
+from qcompile.data.calibdata import DataSource
 from qcompile.driver import CompileRequest, lower_model
 from qcompile.quantize.quantizer import QuantConfig
 from qcompile.ir import constant_value
@@ -51,9 +52,11 @@ def heads(path, width=32, count=2):
     return path
 
 
-def lowered_kernels(path, precision, exclude=frozenset()):
+def lowered_kernels(path, precision, exclude=frozenset(), calib=None):
     spec = targets.resolve("x86")
-    request = CompileRequest(model=path, target=spec, precision=precision, quant=QuantConfig(exclude=exclude))
+    request = CompileRequest(model=path, target=spec, precision=precision,
+                             calib=None if calib is None else DataSource(calib),
+                             quant=QuantConfig(exclude=exclude))
     return compiler.lower_kernels(lower_model(request).mod, spec)
 
 

@@ -209,8 +209,8 @@ def _ort_variant(config: BenchConfig, precision: str, inputs, x, reporter) -> Va
 
 def _ort_quantized(config: BenchConfig, inputs, reporter, dynamic: bool = False) -> bytes:
     """onnxruntime's own INT8 (quantize_static: QDQ, per-channel, u8 activations × s8 weights), same calibration;
-    with `dynamic`, quantize_dynamic of MatMul/Gemm (per-channel s8 weights, activations at run time): the model's
-    bytes (the file it writes is removed)."""
+    with `dynamic`, quantize_dynamic of MatMul/Gemm/Gather (per-channel s8 weights, activations at run time): the
+    model's bytes (the file it writes is removed)."""
     import logging
     import sys
 
@@ -231,10 +231,10 @@ def _ort_quantized(config: BenchConfig, inputs, reporter, dynamic: bool = False)
         path = Path(folder) / "int8.onnx"
         try:
             if dynamic:
-                # the operators qcompile's int8-dynamic quantizes (its convs stay FP32); onnxruntime's dynamic Conv
-                # also fails on exports whose conv weights are no initializers (PP-OCR's)
+                # the operators qcompile's int8-dynamic quantizes (its convs stay FP32; tables in int8 rows); its
+                # dynamic Conv also fails on exports whose conv weights are no initializers (PP-OCR's)
                 quantize_dynamic(str(config.compile.model), str(path), per_channel=True, weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=["MatMul", "Gemm"])
+                                 op_types_to_quantize=["MatMul", "Gemm", "Gather"])
             else:
                 quantize_static(str(config.compile.model), str(path), Reader(), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

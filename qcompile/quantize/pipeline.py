@@ -1,11 +1,11 @@
 """The quantization pipelines, each declared as one `tvm.transform.Sequential` (run them through
 `qcompile.instrument.apply` for `--debug` timings and IR dumps):
 
-    annotate:   prepare → annotate                      (FP32 import → quantization points marked)
+    annotate:   prepare → quantize tables → annotate    (FP32 import → quantization points marked)
     calibrate:  expose                                   (the marked graph, returning every point's value)
     realize:    correct bias → insert QDQ → realize → lift scalars
     qdq import: prepare → requantize weights → realize → lift scalars   (a model quantized by another tool)
-    hybrid:     prepare → hybrid quantize                (int8 weights; float or run-time quantized activations)
+    hybrid:     prepare → quantize tables → hybrid quantize   (int8 weights; float or run-time quantized activations)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .passes.expose import ExposeQuantPoints
 from .passes.hybrid import HybridQuantize
 from .passes.insert_qdq import InsertQDQ
 from .passes.lift_scalars import LiftScalars
+from .passes.quantize_tables import QuantizeTables
 from ..frontend.prepare import Prepare
 from .passes.realize import Realize
 from .passes.requantize_weights import RequantizeWeights
@@ -27,6 +28,7 @@ def annotate_pipeline(exclusions: Exclusions) -> tvm.transform.Pass:
     """FP32 import → graph with quantization points marked."""
     return tvm.transform.Sequential([
         Prepare(),  # batch norm and constants folded, the importer's Clip kernels made plain Relax ops
+        QuantizeTables(exclusions),  # embeddings in int8 rows: weights, so before calibration sees the graph
         Annotate(exclusions),  # the operator rules of `ops/` mark the tensors to quantize
     ], name="qcompile.annotate")
 
@@ -35,6 +37,7 @@ def hybrid_pipeline(mode: str, activation_dtype: str, exclusions: Exclusions = E
     """FP32 import → int8-weights or int8-dynamic graph (no calibration)."""
     return tvm.transform.Sequential([
         Prepare(),
+        QuantizeTables(exclusions),
         HybridQuantize(mode, activation_dtype, exclusions),
     ], name="qcompile.hybrid")
 

@@ -19,6 +19,7 @@ class Role(enum.Enum):
     ANCHOR = "anchor"  # integer compute with int32 accumulation (conv, matmul): inputs always quantized
     MERGE = "merge"  # combines quantized inputs into an output with its own scale (add, concat, mean)
     PASS_THROUGH = "pass-through"  # output shares the input's scale (max pool, reshape, relu)
+    TABLE = "table"  # a constant table read at run-time indices (Gather): int8 rows, dequantized as read
 
 
 class Realizer(Protocol):
@@ -59,8 +60,9 @@ class Rule:
     operands(call) → the call's tensor operands in order (default: its arguments; concat: its tuple's fields);
     with_operands(call, operands) → the same call on other operands;
     activations(call) → indices (into operands) of the operands that must be quantized activations;
-    weights(call) → {operand index: per-channel axis} for constant weights (anchors only);
+    weights(call) → {operand index: per-channel axis} for constant weights (anchors; a table's rows);
     weight_only / dynamic: the hybrid modes' forms of an anchor (`passes/hybrid.py`), where the family has them;
+    a table's int8 form (`passes/quantize_tables.py`) is its `weight_only`;
     shares_output: a merge whose output only copies its inputs' values (concat): an input it alone reads takes the
     output's parameters, so its producer rounds once, to the output's scale.
     """
