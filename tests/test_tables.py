@@ -13,6 +13,7 @@ import qcompile
 from conftest import run_cli
 from qcompile.ir import constant_value
 from qcompile.quantize.passes.quantize_tables import QuantizeTables
+from qcompile.quantize.report import count_ops
 from test_hybrid import constants, lowered_kernels
 
 RNG = np.random.default_rng(3)
@@ -41,6 +42,7 @@ def test_a_table_is_stored_as_int8_rows_with_one_scale_each_read_in_one_kernel()
     table, scales = (constant_value(a) for a in calls[0].args[1].fields[:2])
     np.testing.assert_array_equal(table, codes)
     np.testing.assert_array_equal(scales, scale)
+    assert count_ops(after)[2]["float"] == {"gather_int8_rows": 1}  # the report names the kernel, not call_tir
 
 
 def test_the_int8_rows_read_back_within_half_a_step_of_the_float_table_and_clip_indices_as_before():

@@ -110,6 +110,8 @@ def count_ops(mod) -> tuple[int, int, dict]:
             name = op_name(b.value)
             if name is None or not hasattr(b.var.ty, "dtype"):
                 continue
+            if name == "relax.call_tir":  # a rule's own kernel (an int8 table's rows, a weight-only matmul)
+                name = b.value.args[0].name_hint
             is_int = str(b.var.ty.dtype).startswith(("int", "uint", "bool"))
             by_dtype["integer" if is_int else "float"][name] += 1
             if name in anchors:  # integer anchors accumulate in int32 (8-bit operands, or 16-bit centred ones)
