@@ -17,7 +17,7 @@ from qcompile.quantize.report import count_ops
 from test_hybrid import constants, lowered_kernels
 
 RNG = np.random.default_rng(3)
-TABLE = (RNG.standard_normal((50, 8)) * np.linspace(0.01, 4, 50)[:, None]).astype(np.float32)  # rows of all sizes
+TABLE = (RNG.standard_normal((512, 8)) * np.linspace(0.01, 4, 512)[:, None]).astype(np.float32)  # rows of all sizes
 
 
 def lookup(table, indices_shape=(2, 3), axis=0, mode="clip"):
@@ -46,16 +46,17 @@ def test_a_table_is_stored_as_int8_rows_with_one_scale_each_read_in_one_kernel()
 
 
 def test_the_int8_rows_read_back_within_half_a_step_of_the_float_table_and_clip_indices_as_before():
-    ids = np.array([[0, 49, 7], [13, 60, 25]])  # 60 is past the table: clipped to its last row, as before
+    ids = np.array([[0, 511, 7], [13, 600, 25]])  # 600 is past the table: clipped to its last row, as before
     ex = tvm.compile(QuantizeTables()(lookup(TABLE)), target="llvm")
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(ids)).numpy()
-    want = TABLE[np.minimum(ids, 49)]
+    want = TABLE[np.minimum(ids, 511)]
     step = np.abs(want).max(axis=-1, keepdims=True) / 127
     assert np.all(np.abs(got - want) <= step / 2 * (1 + 1e-5))
 
 
-@pytest.mark.parametrize("table, axis", [(TABLE[:, 0].copy(), 0), (TABLE, 1), (TABLE.astype(np.float16), 0)],
-                         ids=["one-value rows", "columns", "float16"])
+@pytest.mark.parametrize("table, axis", [(TABLE[:, 0].copy(), 0), (TABLE, 1), (TABLE.astype(np.float16), 0),
+                                         (TABLE[:100], 0), (np.repeat(TABLE[:, :4], 4, axis=0), 0)],
+                         ids=["one-value rows", "columns", "float16", "small table", "short rows"])
 def test_tables_without_float32_rows_along_axis_0_stay_as_they_are(table, axis):
     before = lookup(table, axis=axis)
     tvm.ir.assert_structural_equal(QuantizeTables()(before), before)
