@@ -128,8 +128,8 @@ def engines(model: Path, calibration: np.ndarray, shape: str, folder: Path, dyna
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         dynamic = folder / f"{model.stem}_dynamic.onnx"
-        # MatMul/Gemm only, as qcompile's int8-dynamic: its dynamic Conv needs the Paddle exports' conv weights as
-        # initializers ("Expected conv2d_157.w_0 to be an initializer")
+        # MatMul/Gemm only (qcompile's int8-dynamic also has its convs): onnxruntime's dynamic Conv needs the Paddle
+        # exports' conv weights as initializers ("Expected conv2d_157.w_0 to be an initializer")
         quantize_dynamic(str(model), str(dynamic), per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
         session = ort.InferenceSession(str(dynamic), providers=["CPUExecutionProvider"])

@@ -21,7 +21,7 @@ OPTION_FLAGS = {
     "rpc_key": "--rpc-key", "repeat": "--repeat", "warmup": "--warmup", "threads": "--threads",
     "compare_onnxruntime": "--compare onnxruntime", "report": "--report", "no_verify": "--no-verify",
     "verify_count": "--verify-count", "max_accuracy_drop": "--max-accuracy-drop", "accuracy_data": "--data",
-    "exclude": "--exclude-nodes",
+    "exclude": "--exclude-nodes", "verify_data": "--verify-data",
 }
 
 
@@ -358,9 +358,10 @@ def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool =
         q.add_argument("--precision", choices=PRECISIONS, default="int8",
                        help="int8: quantize weights and activations, integer kernels (needs --calib); fp32: compile "
                             "the model as it is; int8-weights: MatMul/Gemm weights in int8, converted inside the "
-                            "kernel, activations float (4x smaller weights, no calibration); int8-dynamic: MatMul/"
-                            "Gemm weights in int8 and activations quantized per row at run time, integer matmuls "
-                            "(no calibration; convolutions stay FP32 in both) (default: int8)")
+                            "kernel, activations float (4x smaller weights, no calibration; convolutions stay FP32); "
+                            "int8-dynamic: MatMul/Gemm and Conv weights in int8, activations quantized at run time "
+                            "(per row; per sample for convs), integer matmuls and convs (no calibration). Embedding "
+                            "tables are int8 in every int8 precision (default: int8)")
     q.add_argument("--calib", type=Path, metavar="DIR|FILE",
                    help="calibration data: a folder of images (preprocessed as below), a .npy (samples × input "
                         "shape), an .npz keyed by input name, or an IDX file")

@@ -168,7 +168,11 @@ def verify_build(request: CompileRequest, library: Path, sidecar: artifact.Sidec
     why = verify.failure(figures, "fp32" if sidecar.precision == "fp32" else "int8", config)
     if why is not None:
         hint = ("; {report} ranks the quantized tensors by error, {exclude} keeps layers in FP32, "
-                "{max_accuracy_drop} picks them" if sidecar.precision == "int8" else "")
+                "{max_accuracy_drop} picks them" if sidecar.precision == "int8"
+                else "; {exclude} keeps layers in FP32 (Conv: the convolutions)" if sidecar.precision in HYBRID
+                else "")
+        if described == "random inputs":  # a detector's map of noise is ~0 everywhere: no signal to compare
+            hint += "; these were random inputs: {verify_data} checks on real ones"
         raise QcompileError(f"the build does not compute the model: {why}; nothing was written "
                             f"({{no_verify}} writes it anyway){hint}")
     result = {"verified": True, "samples": len(samples), "inputs": described, "outputs": figures, "ran": how}

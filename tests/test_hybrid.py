@@ -1,5 +1,7 @@
 """--precision int8-weights and int8-dynamic: int8 weights without calibration, in real kernels."""
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -105,6 +107,14 @@ def test_int8_dynamic_matmuls_multiply_8_bit_integers_into_int32(tmp_path):
     assert not [c for c in constants(kernels) if c.dtype == np.float32 and c.ndim == 2]  # no float weights left
 
 
+def _calls(mod) -> list:
+    """Every `call_tir` of `main`."""
+    found = []
+    tvm.relax.analysis.post_order_visit(mod["main"], lambda e: found.append(e) if isinstance(e, tvm.relax.Call)
+                                        and getattr(e.op, "name", "") == "relax.call_tir" else None)
+    return found
+
+
 def _blocks(func) -> list:
     """The compute blocks of a (fused, not yet scheduled) kernel."""
     from tvm import s_tir
@@ -136,7 +146,7 @@ def test_a_projection_split_into_heads_leaves_its_conv_through_one_layout_kernel
 
 @pytest.mark.parametrize("precision, bound", [("int8-weights", 0.9999), ("int8-dynamic", 0.999)])
 def test_hybrid_builds_stay_close_to_onnxruntime_fp32(precision, bound, tmp_path):
-    for path in (mlp(tmp_path / "mlp.onnx"), heads(tmp_path / "heads.onnx"),
+    for path in (mlp(tmp_path / "mlp.onnx"), heads(tmp_path / "heads.onnx"), cnn(tmp_path / "cnn.onnx"),
                  recurrent_model(tmp_path / "lstm.onnx", "LSTM", seq=6, batch=1, width=16, hidden=16)):
         library = tmp_path / f"{path.stem}_{precision}.so"
         assert run_cli("build", path, "--precision", precision, "-o", library, "-q") == 0  # no calibration data
@@ -149,3 +159,76 @@ def test_hybrid_builds_stay_close_to_onnxruntime_fp32(precision, bound, tmp_path
             for ours, theirs in zip(model(**feeds), session.run(None, feeds)):
                 a, b = ours.ravel().astype(np.float64), theirs.ravel().astype(np.float64)
                 assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= bound
+
+
+def cnn(path):
+    """x [1, 3, 16, 16] → Conv 3×3 pad 1 → Relu → Conv 3×3 stride 2 → Relu → depthwise Conv 3×3 pad 1 →
+    Conv 1×1: the dynamic form's signed and non-negative inputs, padding, strides and groups."""
+    rng = np.random.default_rng(2)
+    shapes = {"w1": (8, 3, 3, 3), "w2": (16, 8, 3, 3), "w3": (16, 1, 3, 3), "w4": (10, 16, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32), n)
+             for n, s in shapes.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2]), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["c3"], pads=[1, 1, 1, 1], group=16),
+             helper.make_node("Conv", ["c3", "w4"], ["y"])]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 7, 7])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_int8_dynamic_convs_multiply_8_bit_integers_into_int32_and_hold_int8_weights(tmp_path):
+    from qcompile.lower.kernels import CONV_BLOCK
+
+    kernels = lowered_kernels(cnn(tmp_path / "cnn.onnx"), "int8-dynamic")
+    convs = [(name, dtypes) for name, dtypes in kernel_calls(kernels) if "conv2d" in name or "depthwise" in name]
+    assert len(convs) == 4, kernel_calls(kernels)
+    for name, dtypes in convs:
+        assert dtypes[0] in ("uint8", "int8") and dtypes[1] in ("int8", "int16"), (name, dtypes)
+    sums = [b for name, _ in convs for b in _blocks(kernels[name]) if CONV_BLOCK in b.name_hint]
+    assert sums and all(str(w.source.dtype) == "int32" for b in sums for w in b.writes)
+    assert not [c for c in constants(kernels) if c.dtype == np.float32 and c.size >= 8 * 3 * 3 * 3]
+    # the scales (the weights' per channel, the input's from its run-time range) are the packed convs' epilogue,
+    # and each conv's input range is the maximum over its producer's blocked result, not over an unpacked copy
+    assert all("multiply" in name for name, _ in convs if CONV_BLOCK in name), convs
+    ranges = [call for call in _calls(kernels) if re.search(r"(^|_)max\d*$", call.args[0].name_hint)]
+    assert [len(call.args[1].fields[0].ty.shape) for call in ranges] == [4, 5, 5, 5]  # the model's input, then blocked
+
+
+@pytest.mark.parametrize("relu, steps, zero_point", [(True, 255, 0), (False, 127, 128)],
+                         ids=["after-relu", "signed-input"])
+def test_a_dynamic_conv_quantizes_its_input_from_its_own_range_with_a_fixed_zero_point(relu, steps, zero_point):
+    """Against numpy doing the same arithmetic: m = max|x| per sample; codes floor(x·steps/m + 0.5) + zero point,
+    255 steps from 0 for a ReLU's non-negative result, 127 each side of 128 for anything else; the conv of the
+    centred codes with per-channel int8 weights, times both scales."""
+    from tvm import relax
+    from tvm.relax import op as Rop
+
+    from qcompile.quantize.passes.hybrid import HybridQuantize
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((1, 4, 9, 9)) * 3).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    var = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [var]):
+        with bb.dataflow():
+            data = bb.emit(Rop.nn.relu(var)) if relu else var
+            out = bb.emit_output(Rop.nn.conv2d(data, relax.const(w), padding=[1, 1, 1, 1]))
+        bb.emit_func_output(out)
+    ex = tvm.compile(HybridQuantize("int8-dynamic", "uint8")(bb.get()), target="llvm")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    data = np.maximum(x, 0) if relu else x
+    scale = np.float32(np.abs(data).max()) / np.float32(steps)
+    codes = np.floor(data * (np.float32(1) / scale) + np.float32(0.5 + zero_point)) - zero_point
+    w_scale = np.abs(w).max(axis=(1, 2, 3)) / 127
+    w_q = np.round(w / w_scale[:, None, None, None])
+    padded = np.pad(codes, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded[0], (3, 3), axis=(1, 2))  # [c, y, x, 3, 3]
+    acc = np.einsum("cyxij,ocij->oyx", windows.astype(np.float64), w_q.astype(np.float64))[None]
+    want = acc * scale * w_scale[None, :, None, None]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

@@ -231,8 +231,8 @@ def _ort_quantized(config: BenchConfig, inputs, reporter, dynamic: bool = False)
         path = Path(folder) / "int8.onnx"
         try:
             if dynamic:
-                # the operators qcompile's int8-dynamic quantizes (its convs stay FP32; tables in int8 rows); its
-                # dynamic Conv also fails on exports whose conv weights are no initializers (PP-OCR's)
+                # MatMul/Gemm and tables in int8 rows, as qcompile's int8-dynamic; not its convs: onnxruntime's dynamic
+                # Conv fails on exports whose conv weights are no initializers (PP-OCR's)
                 quantize_dynamic(str(config.compile.model), str(path), per_channel=True, weight_type=QuantType.QInt8,
                                  op_types_to_quantize=["MatMul", "Gemm", "Gather"])
             else:

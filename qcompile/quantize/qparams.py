@@ -9,6 +9,9 @@ import numpy as np
 INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 CHANNEL_SCALE_FLOOR = 4096.0  # no channel's weight scale is below 1/4096 of the largest one's
 WEIGHT_QMAX = 127  # weights use [-127, 127]: symmetric, so that negating a weight never overflows
+# run-time (dynamic) activation ranges: a range below this quantizes with this instead, so that an all-zero row or
+# tensor (padding) divides by no zero
+DYNAMIC_RANGE_FLOOR = 1e-12
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

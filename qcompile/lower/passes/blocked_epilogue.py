@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.relax import op as R
 
-from ...ir import constant_value, op_name, rewrite_main, static_shape
+from ...ir import bound_value, constant_value, op_name, rewrite_main, static_shape
 from ..kernels import UNPACK
 from .elementwise import BINARY, is_lookup, lookup, unary
 from .pack_conv import unpack, unpacked
@@ -91,20 +91,24 @@ class _Sink(PyExprMutator):
         return self._unpack(resized, channels)
 
     def _channel_max(self, call):
-        """The maximum across the channels of an unpacked tensor whose channels fill their blocks (int8-dynamic's
-        row range of a conv's output): the maximum over the blocks and their lanes, with no unpack."""
+        """The maximum across the channels (and the pixels) of an unpacked tensor whose channels fill their blocks
+        or which is a magnitude (int8-dynamic's range of a conv's output, per row or per sample): the maximum over
+        the blocks and their lanes (and pixels), with no unpack."""
         packed = self._packed(call.args[0])
         axes = call.attrs.axis
-        if packed is None or axes is None or [int(a) for a in axes] != [1] or not call.attrs.keepdims:
+        axes = None if axes is None else [int(a) for a in axes]
+        if packed is None or axes not in ([1], [1, 2, 3]) or not call.attrs.keepdims:
             return call
         blocked, channels = packed
-        if int(blocked.ty.shape[1]) * int(blocked.ty.shape[-1]) != channels:  # padding lanes would count
+        magnitude = op_name(bound_value(self, blocked)) == "relax.abs"  # ≥ 0: the padding lanes' 0 is no maximum
+        if int(blocked.ty.shape[1]) * int(blocked.ty.shape[-1]) != channels and not magnitude:
             return call
-        return R.reshape(self.builder_.emit(R.max(blocked, axis=[1, 4], keepdims=True)), static_shape(call))
+        return R.reshape(self.builder_.emit(R.max(blocked, axis=[*axes, 4], keepdims=True)), static_shape(call))
 
     def _operand(self, arg, args):
         """(blocked tensor, channels) for an unpacked one, a constant packed to match, a tensor the same for every
-        channel ([1, 1, H, W]: dynamic quantization's row scales) with a unit block axis, or None: not movable."""
+        channel ([1, 1, H, W]: dynamic quantization's row scales) with a unit block axis, a per-channel one
+        ([1, C, 1, 1]: a run-time zero point's share of each channel) blocked, or None: not movable."""
         packed = self._packed(arg)
         if packed is not None:
             return packed
@@ -114,9 +118,16 @@ class _Sink(PyExprMutator):
             return None
         if value is None:
             shape = static_shape(arg)
-            if shape is None or len(shape) != 4 or shape[:2] != [1, 1]:
+            if shape is None or len(shape) != 4 or shape[0] != 1:
                 return None
-            return self.builder_.emit(R.reshape(arg, [*shape, 1]))
+            if shape[1] == 1:
+                return self.builder_.emit(R.reshape(arg, [*shape, 1]))
+            if shape[1:] != [other[1], 1, 1]:
+                return None
+            _, chunks, _, _, block = (int(d) for d in other[0].ty.shape)
+            if chunks * block > shape[1]:  # zero lanes past the channels, as constants are packed
+                arg = self.builder_.emit(R.nn.pad(arg, [0, 0, 0, chunks * block - shape[1], 0, 0, 0, 0]))
+            return self.builder_.emit(R.reshape(arg, [1, chunks, 1, 1, block]))
         return _pack_constant(value, other[0], other[1])
 
     def _packed(self, expr):

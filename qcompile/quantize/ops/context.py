@@ -77,6 +77,12 @@ class RealizeContext:
         self._lookup_binding = lookup_binding or (lambda var: None)
         self._derived: dict = {}  # emitted lookup → its Table, emitted rescale → its Affine
 
+    def producer(self, expr):
+        """The value `expr` is bound to, through aliases (or `expr` itself where it is no bound variable)."""
+        root = self._canonical(expr)
+        value = self._lookup_binding(root)
+        return root if value is None else value
+
     def _canonical(self, expr):
         """The variable at the end of `expr`'s aliases, at which a derived result is recorded."""
         return alias_root(self._lookup_binding, expr)

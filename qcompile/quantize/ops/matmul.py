@@ -5,12 +5,8 @@ import numpy as np
 from tvm import te
 from tvm.relax import op as R
 
-from ..qparams import quantize_weight, weight_params
+from ..qparams import DYNAMIC_RANGE_FLOOR, quantize_weight, weight_params
 from .registry import Role, Rule, register
-
-# dynamic activations: a row whose largest magnitude is below this quantizes with this as its range instead,
-# so an all-zero row (padding) divides by no zero
-_ROW_FLOOR = 1e-12
 
 
 def _realize(ctx, call, inputs, out, clamp, bias):
@@ -95,7 +91,7 @@ def _dynamic(ctx, call, x, weight, activation_dtype):
     w_q, w_scale = _int8_weight(weight)
     depth, columns = w_q.shape
     amax = ctx.emit(R.max(R.abs(x), axis=[-1], keepdims=True))
-    row_scale = ctx.emit(R.divide(R.maximum(amax, ctx.const([_ROW_FLOOR], "float32")), ctx.const([127.0], "float32")))
+    row_scale = ctx.emit(R.divide(R.maximum(amax, ctx.const([DYNAMIC_RANGE_FLOOR], "float32")), ctx.const([127.0], "float32")))
     q = R.clip(R.round(R.divide(x, row_scale)), -127, 127)
     zero_point = 128 if activation_dtype == "uint8" else 0
     if zero_point:

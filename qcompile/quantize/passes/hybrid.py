@@ -15,7 +15,7 @@ MODES = ("int8-weights", "int8-dynamic")
 class _Hybrid(PyExprMutator):
     def __init__(self, mod, mode, activation_dtype, excluded_calls):
         super().__init__(mod)
-        self.ctx = RealizeContext(self.builder_)
+        self.ctx = RealizeContext(self.builder_, self.lookup_binding)
         self.mode, self.activation_dtype, self.excluded_calls = mode, activation_dtype, excluded_calls
 
     def visit_call_(self, op):
@@ -36,14 +36,15 @@ class _Hybrid(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="qcompile.HybridQuantize")
 class HybridQuantize:
-    """Each anchor with constant weights (MatMul, Gemm) in one of the hybrid modes, through its rule:
+    """Each anchor with constant weights in one of the hybrid modes, through its rule's form of it:
 
-    int8-weights: weights int8 per output channel, activations float, the weights converted inside the kernel:
-    4× smaller weights for memory-bound models (LSTMs, transformer encoders, large FC layers);
-    int8-dynamic: weights int8, activations quantized per row at run time from their own range, integer matmul
-    (onnxruntime's quantize_dynamic): no calibration data.
+    int8-weights (MatMul, Gemm): weights int8 per output channel, activations float, the weights converted inside
+    the kernel: 4× smaller weights for memory-bound models (LSTMs, transformer encoders, large FC layers);
+    int8-dynamic (MatMul, Gemm, Conv): weights int8, activations quantized at run time from their own range,
+    integer matmuls and convs (onnxruntime's quantize_dynamic): no calibration data.
 
-    Anchors whose family has no hybrid form (convolutions) and those `exclusions` names stay FP32."""
+    Anchors whose family has no form for the mode (convolutions in int8-weights) and those `exclusions` names stay
+    FP32."""
 
     def __init__(self, mode: str, activation_dtype: str = "uint8", exclusions: Exclusions = Exclusions()):
         if mode not in MODES:
