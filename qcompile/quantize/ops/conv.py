@@ -10,10 +10,14 @@ from .context import QInput
 from .registry import Role, Rule, lookup, register
 
 
+def _nchw(call) -> bool:
+    return call.attrs.data_layout == "NCHW" and call.attrs.kernel_layout == "OIHW"
+
+
 def _realize(ctx, call, inputs, out, clamp, bias):
     x, w = inputs
     attrs = call.attrs
-    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or not w.is_constant:
+    if not _nchw(call) or not w.is_constant:
         return None
     data, padding = x.q, [int(p) for p in attrs.padding]
     if any(padding) and int(x.params.zero_point) != 0:
@@ -35,7 +39,7 @@ def _dynamic(ctx, call, x, weight, activation_dtype):
     symmetrically in [-m, m] (uint8: zero point 128); the static form's integer conv, then the run-time scale.
     Zero points fixed at compile time, unlike onnxruntime's DynamicQuantizeLinear's: one reduction (m), and the
     padding and each channel's zero-point share are constants, so the conv and its epilogue are one kernel."""
-    if weight.ndim != 4 or str(x.ty.dtype) != "float32" or x.ty.ndim != 4:
+    if not _nchw(call) or weight.ndim != 4 or str(x.ty.dtype) != "float32" or x.ty.ndim != 4:
         return None
     lo, hi = INT_RANGES[activation_dtype]
     zero_point = 0 if lo < 0 or _non_negative(ctx, x) else (hi + 1) // 2
@@ -52,7 +56,7 @@ def _dynamic(ctx, call, x, weight, activation_dtype):
     params = weight_params(weight, 0, per_channel=True)
     w = QInput(None, params, quantize_weight(weight, params), weight.shape)
     real = _realize(ctx, call, [codes, w], None, None, None)  # in units of the input's scale
-    return None if real is None else ctx.emit(R.multiply(real, scale))
+    return ctx.emit(R.multiply(real, scale))
 
 
 def _non_negative(ctx, x) -> bool:

@@ -91,7 +91,8 @@ def _dynamic(ctx, call, x, weight, activation_dtype):
     w_q, w_scale = _int8_weight(weight)
     depth, columns = w_q.shape
     amax = ctx.emit(R.max(R.abs(x), axis=[-1], keepdims=True))
-    row_scale = ctx.emit(R.divide(R.maximum(amax, ctx.const([DYNAMIC_RANGE_FLOOR], "float32")), ctx.const([127.0], "float32")))
+    row_scale = ctx.emit(R.divide(R.maximum(amax, ctx.const([DYNAMIC_RANGE_FLOOR], "float32")),
+                                  ctx.const([127.0], "float32")))
     q = R.clip(R.round(R.divide(x, row_scale)), -127, 127)
     zero_point = 128 if activation_dtype == "uint8" else 0
     if zero_point:
