@@ -360,7 +360,8 @@ def _add_quantization_options(parser: argparse.ArgumentParser, precision: bool =
                             "the model as it is; int8-weights: MatMul/Gemm weights in int8, converted inside the "
                             "kernel, activations float (4x smaller weights, no calibration; convolutions stay FP32); "
                             "int8-dynamic: MatMul/Gemm and Conv weights in int8, activations quantized at run time "
-                            "(per row; per sample for convs), integer matmuls and convs (no calibration). Embedding "
+                            "(per row; per sample for convs), integer matmuls and convs (no calibration; convs lose "
+                            "more accuracy than matmuls this way: --exclude-nodes Conv keeps them FP32). Embedding "
                             "tables are int8 in every int8 precision (default: int8)")
     q.add_argument("--calib", type=Path, metavar="DIR|FILE",
                    help="calibration data: a folder of images (preprocessed as below), a .npy (samples × input "

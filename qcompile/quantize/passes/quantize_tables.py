@@ -39,7 +39,7 @@ class QuantizeTables:
     gathered. The table is weights, not an activation, so this needs no calibration and runs before annotation (the
     calibrated graph then computes what the library will) and in the hybrid modes alike. Its output stays float:
     what consumes it (a position add, a layer norm) is quantized, or not, by its own rule. Tables that
-    `exclusions` names (`--exclude Gather`) stay FP32."""
+    `exclusions` names (`--exclude-nodes Gather`) stay FP32."""
 
     def __init__(self, exclusions: Exclusions = Exclusions()):
         self.exclusions = exclusions
