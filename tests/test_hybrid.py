@@ -73,14 +73,7 @@ def constants(mod) -> list[np.ndarray]:
 
 def kernel_calls(mod) -> list[tuple[str, list[str]]]:
     """(kernel name, input dtypes) of every TIR kernel `main` calls."""
-    calls = []
-
-    def visit(expr):
-        if isinstance(expr, tvm.relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
-            calls.append((expr.args[0].name_hint, [str(a.ty.dtype) for a in expr.args[1].fields]))
-
-    tvm.relax.analysis.post_order_visit(mod["main"], visit)
-    return calls
+    return [(call.args[0].name_hint, [str(a.ty.dtype) for a in call.args[1].fields]) for call in _calls(mod)]
 
 
 def test_int8_weights_libraries_hold_the_matmul_weights_as_int8_constants(tmp_path):

@@ -107,8 +107,7 @@ class _Sink(PyExprMutator):
 
     def _operand(self, arg, args):
         """(blocked tensor, channels) for an unpacked one, a constant packed to match, a tensor the same for every
-        channel ([1, 1, H, W]: dynamic quantization's row scales) with a unit block axis, a per-channel one
-        ([1, C, 1, 1]: a run-time zero point's share of each channel) blocked, or None: not movable."""
+        channel ([1, 1, H, W]: dynamic quantization's row scales) with a unit block axis, or None: not movable."""
         packed = self._packed(arg)
         if packed is not None:
             return packed
@@ -118,16 +117,9 @@ class _Sink(PyExprMutator):
             return None
         if value is None:
             shape = static_shape(arg)
-            if shape is None or len(shape) != 4 or shape[0] != 1:
+            if shape is None or len(shape) != 4 or shape[:2] != [1, 1]:
                 return None
-            if shape[1] == 1:
-                return self.builder_.emit(R.reshape(arg, [*shape, 1]))
-            if shape[1:] != [other[1], 1, 1]:
-                return None
-            _, chunks, _, _, block = (int(d) for d in other[0].ty.shape)
-            if chunks * block > shape[1]:  # zero lanes past the channels, as constants are packed
-                arg = self.builder_.emit(R.nn.pad(arg, [0, 0, 0, chunks * block - shape[1], 0, 0, 0, 0]))
-            return self.builder_.emit(R.reshape(arg, [1, chunks, 1, 1, block]))
+            return self.builder_.emit(R.reshape(arg, [*shape, 1]))
         return _pack_constant(value, other[0], other[1])
 
     def _packed(self, expr):

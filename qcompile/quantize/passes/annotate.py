@@ -191,6 +191,13 @@ def excluded_vars(bindings, exclusions: Exclusions, nodes: dict | None = None) -
     return excluded
 
 
+def excluded_calls(func, exclusions: Exclusions) -> set:
+    """The calls of `func` that `exclusions` keeps in FP32 (for the passes that rewrite calls as they visit them)."""
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    excluded = excluded_vars(bindings, exclusions)
+    return {b.value for b in bindings if b.var in excluded}
+
+
 def consumers_of(bindings) -> dict:
     """Variable → the bindings that take it as an argument, in program order."""
     consumers = {}

@@ -6,7 +6,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from .. import ops
 from ..ops import RealizeContext, Role
 from ...ir import constant_value, op_name, rewrite_main
-from .annotate import Exclusions, excluded_vars
+from .annotate import Exclusions, excluded_calls
 
 MODES = ("int8-weights", "int8-dynamic")
 
@@ -52,7 +52,5 @@ class HybridQuantize:
         self.mode, self.activation_dtype, self.exclusions = mode, activation_dtype, exclusions
 
     def transform_module(self, mod, ctx):
-        bindings = [b for block in mod["main"].body.blocks for b in block.bindings]
-        excluded = excluded_vars(bindings, self.exclusions)
-        calls = {b.value for b in bindings if b.var in excluded}
+        calls = excluded_calls(mod["main"], self.exclusions)
         return rewrite_main(_Hybrid(mod, self.mode, self.activation_dtype, calls), mod)

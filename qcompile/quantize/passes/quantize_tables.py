@@ -6,7 +6,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from .. import ops
 from ..ops import RealizeContext, Role
 from ...ir import constant_value, op_name, rewrite_main
-from .annotate import Exclusions, excluded_vars
+from .annotate import Exclusions, excluded_calls
 
 
 @expr_functor.mutator
@@ -45,7 +45,4 @@ class QuantizeTables:
         self.exclusions = exclusions
 
     def transform_module(self, mod, ctx):
-        bindings = [b for block in mod["main"].body.blocks for b in block.bindings]
-        excluded = excluded_vars(bindings, self.exclusions)
-        calls = {b.value for b in bindings if b.var in excluded}
-        return rewrite_main(_Tables(mod, calls), mod)
+        return rewrite_main(_Tables(mod, excluded_calls(mod["main"], self.exclusions)), mod)
