@@ -129,6 +129,10 @@ def test_the_default_tile_fits_the_register_file_and_prefers_fewer_instructions_
     # at most 16 sums beside the operand vpdpbusd cannot take from memory; 4 blocks × 2 pixels issue the fewest
     # broadcasts a sum of the tiles with enough sums to hide its latency
     assert conv_templates.register_tile(4, 14, vnni) == (4, 2)
+    # unless 4 blocks' weights overflow L1 and would be read from L2 at every pixel: ResNet-50's 3×3 convs at 14²
+    # (2304 products a sum: 4 blocks' weights 144 KB, 2 blocks' 72 KB, read once per 2 and per 7 pixels)
+    assert conv_templates.register_tile(16, 14, vnni, reduction=2304) == (2, 7)
+    assert conv_templates.register_tile(16, 14, vnni, reduction=256) == (4, 2)  # 4 blocks' weights 16 KB
     # a 13-pixel row: 1 × 13 sums rather than 4 × 1, which would leave vpdpbusd's latency exposed
     assert conv_templates.register_tile(4, 13, vnni) == (1, 13)
     # AVX2: at most 8 sums in its 16 registers, over as many channel blocks as reuse one widened input word

@@ -51,8 +51,11 @@ class RegisterFile:
     # one instruction (2, or 1: the single-pixel form), its output channels being 2 of a block's lanes
     matrix_pixels: int = 0
     # the most bytes of weights a tile may read over its reduction (0: no limit): a tile whose weights stay in L1
-    # reads them from there at every pixel; past it, from L2 at every pixel (AVX2's widened weights)
+    # reads them from there at every pixel; past it, from L2 at every pixel, at `streamed_block` more instructions
+    # a block and step (None: such a tile only where none fits, as for AVX2's widened weights, which every
+    # multiply reads from memory)
     tile_weight_bytes: int = 0
+    streamed_block: float | None = None
 
     def fits(self, oc_tile: int, x_tile: int) -> bool:
         pixels = max(1, self.matrix_pixels)
@@ -63,10 +66,11 @@ class RegisterFile:
         size = np.dtype(self.weight_dtype).itemsize
         return not self.tile_weight_bytes or oc_tile * self.lanes * reduction * size <= self.tile_weight_bytes
 
-    def cost(self, oc_tile: int, x_tile: int) -> float:
-        """Instructions issued per sum and reduction step."""
+    def cost(self, oc_tile: int, x_tile: int, reduction: int = 0) -> float:
+        """Instructions issued per sum and reduction step, for a reduction of `reduction` products a sum."""
         sums = oc_tile * x_tile
-        return (oc_tile * self.per_block + x_tile * self.per_pixel + sums * self.per_sum) / sums
+        per_block = self.per_block + (0 if self.weights_fit(oc_tile, reduction) else self.streamed_block or 0)
+        return (oc_tile * per_block + x_tile * self.per_pixel + sums * self.per_sum) / sums
 
     def default_schedule(self, mod):
         return default_schedule(mod, self)
@@ -78,9 +82,12 @@ class RegisterFile:
 REGISTER_FILES = {
     # vpdpbusd takes one operand from memory, so a block's weights or a pixel's broadcast input waits in a
     # register beside the sums; tiles of more than 16 sums lost up to 2.7× to smaller ones on Zen 4 and Ice Lake
-    # (benchmarks/tiles.py, RESULTS.md), and eight sums hide its latency
+    # (benchmarks/tiles.py, RESULTS.md), and eight sums hide its latency. Weights that overflow a 32 KB L1 come
+    # from L2 at every pixel: on Zen 5, ResNet-50's 14-pixel rows ran up to 1.5× faster as 2 blocks × 7 pixels
+    # than as 4 × 2 where 4 blocks' weights overflowed
     intrinsics.VNNI: RegisterFile(CONV_BLOCK, 16, intrinsics.VNNI, intrinsics.VNNI_LOCAL, oc_tiles=(1, 2, 4),
-                                  max_sums=16, min_sums=8, per_block=0, per_pixel=1, per_sum=1),
+                                  max_sums=16, min_sums=8, per_block=0, per_pixel=1, per_sum=1,
+                                  tile_weight_bytes=32 * 1024, streamed_block=1),
     # vpmaddwd on 16-bit operands: a block's weights widened as loaded (2 × vpmovsxbw), a pixel's two channel
     # pairs broadcast from the widened input; a sum takes 2 × (vpmaddwd, vpaddd). The costs are fitted to the
     # fastest tiles of MobileNet's and SqueezeNet's convs (AMD Zen 3, benchmarks/RESULTS.md): tiles of up to 10
@@ -165,14 +172,17 @@ def fitting_tiles(oc_blocks: int, width: int, file: RegisterFile) -> list[tuple[
 
 
 def register_tile(oc_blocks: int, width: int, file: RegisterFile, reduction: int = 0) -> tuple[int, int]:
-    """(oc_tile, x_tile): of the tiles that fit in the registers (and whose weights over a reduction of
-    `reduction` products a sum fit the file's `tile_weight_bytes`, where some do), with x_tile a divisor of the
-    output row (a ragged tile would need a predicate in the vector loop) and enough sums to hide the
-    instruction's latency (or the most there are), the one issuing fewest instructions per sum."""
+    """(oc_tile, x_tile): of the tiles that fit in the registers (and, for a file without a `streamed_block`
+    cost, whose weights over a reduction of `reduction` products a sum fit its `tile_weight_bytes`, where some
+    do), with x_tile a divisor of the output row (a ragged tile would need a predicate in the vector loop) and
+    enough sums to hide the instruction's latency (or the most there are), the one issuing fewest instructions
+    per sum."""
     tiles = fitting_tiles(oc_blocks, width, file)
-    tiles = [t for t in tiles if file.weights_fit(t[0], reduction)] or tiles
+    if file.streamed_block is None:
+        tiles = [t for t in tiles if file.weights_fit(t[0], reduction)] or tiles
     enough = min(file.min_sums, max(oc * x for oc, x in tiles))
-    return min((t for t in tiles if t[0] * t[1] >= enough), key=lambda t: (file.cost(*t), -t[0] * t[1]))
+    return min((t for t in tiles if t[0] * t[1] >= enough),
+               key=lambda t: (file.cost(*t, reduction), -t[0] * t[1]))
 
 
 def candidates(mod, file: RegisterFile) -> list:
