@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                                "with FP32 read by the output's form (top-1 "
                                "of class scores, the decoded text of a per-step softmax, decisions at 0.5 of "
                                "independent probabilities) or the outputs' cosine to FP32 ×100; where no single "
-                               "layer helps, the fewest layers nearest the input that do. The plan goes into the "
+                               "layer helps, the fewest layers nearest the input (then the output, then both "
+                               "ends) that do. The plan goes into the "
                                "sidecar. It fails, writing nothing, when the budget is not met (default: off)")
     accuracy.add_argument("--data", type=Path, metavar="DIR|FILE",
                           help="held-out inputs for --max-accuracy-drop, as for --calib (default: calibration "
@@ -542,8 +543,9 @@ def _eval(args) -> int:
     from .measure import evaluate, task
     from .runtime import artifact
 
-    if not args.data.exists():
-        raise QcompileError(f"evaluation data not found: {args.data}")
+    for what, path in (("evaluation data", args.data), ("labels file", args.labels)):
+        if not path.exists():
+            raise QcompileError(f"{what} not found: {path}")
     source = dataclasses.replace(data_source(args), path=args.data, count=args.count)
     shared = source.same_data(args.calib)
     data = evaluate.EvalData(source=source, labels=args.labels, calibration_count=args.calib_count if shared else 0)

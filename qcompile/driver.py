@@ -377,7 +377,9 @@ def control_accuracy(mod, model, samples, inputs, outputs, request: CompileReque
         what = {"start": "all layers in INT8", "probe": f"only {layer} in FP32 (probe)",
                 "kept": f"{layer} to FP32, kept ({len(step.restored)} in FP32)",
                 "rejected": f"{layer} to FP32 gains nothing, stays INT8",
-                "prefix": f"{len(step.restored)} layers in FP32, the nearest the input"}[kind]
+                "prefix": f"{len(step.restored)} layers in FP32, the nearest the input",
+                "suffix": f"{len(step.restored)} layers in FP32, the nearest the output",
+                "ends": f"{len(step.restored)} layers in FP32, the nearest the input and the output"}[kind]
         reporter.note(f"accuracy control: {what}: {metric_name} {step.metric:.2f} (FP32 {fp32:.2f})")
 
     fp32 = metric(reference)

@@ -84,6 +84,41 @@ def test_error_spread_over_the_first_layers_is_found_by_bisecting_from_the_input
     assert [len(s.restored) for s in plan.rejected[-2:]] == [3, 4]  # the prefixes that fell short
 
 
+def test_a_loss_at_the_last_layer_is_found_by_bisecting_from_the_output_when_the_input_end_falls_short():
+    # a classifier whose last layer alone costs the budget: no probe gains (it is ranked last and never probed),
+    # all but the last layer in FP32 fall short, so the search bisects from the output and restores that layer
+    layers = [f"l{i}" for i in range(28)]
+    calls = []
+
+    def evaluate(restored):
+        calls.append(tuple(restored))
+        return 84.33 if "l27" in restored else 83.67
+
+    plan = search(layers, evaluate, fp32=84.33, metric="m", config=AccuracyConfig(0.3, measured=2, patience=3),
+                  from_input=layers)
+    assert plan.met and plan.restored == ("l27",)
+    assert [s.restored for s in plan.steps[1:]][-1] == ("l27",)
+    assert len(calls) == len(set(frozenset(c) for c in calls))  # no set of layers built twice
+    prefixes = [s for s in plan.rejected if len(s.restored) == 27]
+    assert prefixes and "l27" not in prefixes[0].restored  # all but the last, tried first, fell short
+
+
+def test_a_loss_at_the_first_and_last_layers_is_found_by_bisecting_from_both_ends():
+    # each end alone costs the budget (the image's quantization in the first layer, the logits' in the last):
+    # all but the last and all but the first both fall short; from both ends, 2 layers meet it
+    layers = [f"l{i}" for i in range(28)]
+    calls = []
+
+    def evaluate(restored):
+        calls.append(tuple(restored))
+        return 84.33 if {"l0", "l27"} <= set(restored) else 84.0
+
+    plan = search(layers, evaluate, fp32=84.33, metric="m", config=AccuracyConfig(0.3, measured=2, patience=3),
+                  from_input=layers)
+    assert plan.met and set(plan.restored) == {"l0", "l27"}
+    assert len(calls) == len(set(frozenset(c) for c in calls)) and len(calls) <= 1 + 2 + 1 + 2 + 6
+
+
 def test_the_best_scoring_range_choice_wins_and_equal_scores_keep_the_first():
     scores = {"given": 90.0, "wider": 92.5, "other": 92.5}
     chosen, measured = choose(["given", "wider", "other"], scores.__getitem__)

@@ -124,6 +124,13 @@ def test_missing_evaluation_data(capsys, tmp_path):
     assert "evaluation data not found" in capsys.readouterr().err
 
 
+def test_a_missing_labels_file_is_named_as_missing(capsys, tmp_path):
+    # a .txt that is not there is not taken for text labels (which would ask for a recognizer's character list)
+    assert run_cli("eval", EXAMPLE_MODEL, "--data", tmp_path, "--labels", tmp_path / "synsets.txt") == 2
+    err = capsys.readouterr().err
+    assert "labels file not found" in err and "synsets.txt" in err and err.count("\n") == 1
+
+
 @pytest.mark.skipif(targets.host_has_amx(), reason="this machine's CPU has AMX")
 def test_tuning_for_a_cpu_with_instructions_this_one_lacks_is_one_line(capsys):
     assert run_cli("tune", EXAMPLE_MODEL, "--target", "x86-amx", "--precision", "fp32") == 2

@@ -99,8 +99,11 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
     Where no single layer gains (the error is spread over many, each too small alone: an audio encoder whose every
     conv reads 8-bit magnitudes) and `from_input` gives the quantized layers in graph order, the search then
     bisects for the fewest layers nearest the input that, restored with those already kept, meet the budget
-    (about log2(layers) more builds; the metric is taken to improve as the prefix grows).
-    `progress(step, kind)` hears of every measurement; kind: "start", "probe", "kept", "rejected" or "prefix".
+    (about log2(layers) more builds; the metric is taken to improve as the prefix grows); where even all but the
+    last layer do not, the loss is at the output end (a classifier's last layer) and it bisects from there, then
+    from both ends at once (the first and last layers, the ones quantization is known to hurt most).
+    `progress(step, kind)` hears of every measurement; kind: "start", "probe", "kept", "rejected", "prefix",
+    "suffix" or "ends".
     Deterministic: ties keep the ranking's order; no set of layers is evaluated twice."""
     known: dict[frozenset, float] = {}
 
@@ -135,28 +138,39 @@ def search(ranked: list[str], evaluate: Callable[[tuple[str, ...]], float], fp32
             steps.append(tried)
             if fp32 - tried.metric <= config.max_drop:
                 break
-        if fp32 - steps[-1].metric > config.max_drop and from_input:
-            met, failed = _input_prefix(from_input, steps[-1].restored, measure, fp32, config.max_drop, progress)
+        for kind, order in _end_orders(from_input or []):
+            if fp32 - steps[-1].metric <= config.max_drop:
+                break
+            met, failed = _shortest_prefix(order, steps[-1].restored, measure, fp32, config.max_drop,
+                                           lambda step, kind=kind: progress(step, kind))
             steps += met
             rejected += failed
     return FallbackPlan(metric=metric, fp32=fp32, max_drop=config.max_drop, probes=probes, steps=tuple(steps),
                         rejected=tuple(rejected))
 
 
-def _input_prefix(from_input: list[str], kept: tuple[str, ...], measure, fp32: float, max_drop: float,
-                  progress) -> tuple[list[Step], list[Step]]:
-    """A bisection for the shortest prefix of `from_input` that, restored with `kept`, meets the budget: (the
-    steps that met it, longest prefix first; those that did not). Nothing met if not even all but the last layer
-    (all of them is the FP32 build) do."""
+def _end_orders(layers: list[str]) -> list[tuple[str, list[str]]]:
+    """The orders `search` bisects along when no single layer gains: from the input, from the output, and from
+    both ends alternately (first, last, second, second to last, …)."""
+    ends = [layer for pair in zip(layers, layers[::-1]) for layer in pair][:len(layers)]
+    return [("prefix", layers), ("suffix", layers[::-1]), ("ends", ends)] if layers else []
+
+
+def _shortest_prefix(order: list[str], kept: tuple[str, ...], measure, fp32: float, max_drop: float,
+                     progress) -> tuple[list[Step], list[Step]]:
+    """A bisection for the shortest prefix of `order`'s layers not in `kept` that, restored with `kept`, meets
+    the budget: (the steps that met it, longest prefix first; those that did not). Nothing met if not even all but
+    the last layer (all of them is the FP32 build) do."""
+    order = [layer for layer in order if layer not in kept]
 
     def tried(count: int) -> Step:
-        restored = kept + tuple(layer for layer in from_input[:count] if layer not in kept)
+        restored = kept + tuple(order[:count])
         step = Step(restored, measure(restored))
-        progress(step, "prefix")
+        progress(step)
         return step
 
     met, failed = [], []
-    low, high = 0, len(from_input) - 1  # the prefix of `low` layers is known to fail
+    low, high = 0, len(order) - 1  # the prefix of `low` layers is known to fail
     if high > low:
         (met if fp32 - (step := tried(high)).metric <= max_drop else failed).append(step)
     while met and high - low > 1:
