@@ -254,7 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     budget = tune.add_argument_group("budget (whichever ends first)")
     budget.add_argument("--trials", type=int, default=2000,
                         help="candidate schedules to measure in all, shared among the kernels (default 2000)")
-    budget.add_argument("--minutes", type=float, help="stop after this many minutes")
+    budget.add_argument("--minutes", type=float,
+                        help="stop after this many minutes, the cold re-timing included; a budget too short for a "
+                             "search round over every kernel searches those with the most work (default: no limit)")
     tune.add_argument("--batch", type=int, default=16,
                       help="candidates measured per kernel per search round (default 16: every kernel is measured "
                            "once before the budget goes where it helps most); Ctrl-C and --minutes act between "

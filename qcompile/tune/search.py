@@ -84,7 +84,9 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
     database = records.open_database(folder, spec, create=True)
     before = records.count(folder)
     start = time.monotonic()
-    deadline = None if config.minutes is None else start + config.minutes * 60
+    # a --minutes deadline leaves room for the cold re-timing that follows the search (on CPUs)
+    reserve = _PICK_SECONDS_PER_KERNEL * len(tasks) if spec.kind == "llvm" else 0
+    deadline = None if config.minutes is None else start + max(config.minutes * 60 - reserve, config.minutes * 30)
     builder = ms.builder.LocalBuilder(f_build=_build_candidate, f_export=functools.partial(_export_candidate, spec.cc),
                                       max_workers=cores, timeout_sec=120, initializer=_ignore_interrupt)
     runner = _runner(config.remote, cores)
@@ -109,6 +111,12 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
             picked = _pick(tasks, set(), database, folder, target, config, builder, cores, reporter)
             return _finish(folder, 0, transferred.measured + picked.measured, time.monotonic() - start, False,
                            reporter, config)
+    worth = _worth_searching(extracted, config.minutes, cores)
+    if len(worth) < len(extracted):
+        reporter.note(f"--minutes {config.minutes:g} leaves no time for a search round over all {len(extracted)} "
+                      f"kernels: searching the {len(worth)} with the most work, the others keep their stored or "
+                      "default schedules")
+        extracted = worth
     reporter.note(f"{len(extracted)} kernels, {config.trials} trials, records in {folder}"
                   + (f" (continuing from {before} stored)" if before else ""))
     # a smaller population than MetaSchedule's default (512): on a few cores the search itself, not the
@@ -135,6 +143,27 @@ def _tune(config: TuneConfig, reporter: Reporter) -> TuneResult:
     picked = _pick(tasks, searched, database, folder, target, config, builder, cores, reporter)
     return _finish(folder, len(contexts), transferred.measured + watcher.measured + picked.measured,
                    time.monotonic() - start, watcher.stopped, reporter, config)
+
+
+# MetaSchedule's first round generates and builds one batch for every kernel before it measures any: about 20 s a
+# kernel on 2 cores (ResNet-50's 27 kernels: 8 min; RESULTS, fourteenth session), in core-seconds
+_FIRST_ROUND_CORE_SECONDS = 40
+# the cold re-timing of one kernel's finalists (ResNet-50's 27: 84 s, same session)
+_PICK_SECONDS_PER_KERNEL = 3
+
+
+def _worth_searching(tasks, minutes: float | None, cores: int) -> list:
+    """The kernels to search: all of them, or under a `minutes` budget whose half would not pay for a first round
+    over all, as many as it pays for, the most work (estimated flops × calls) first; the search's value is there,
+    and the cold re-timing still gives the others their fastest stored or default schedule."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    fit = len(tasks) if minutes is None else max(1, int(minutes * 60 / 2 * cores / _FIRST_ROUND_CORE_SECONDS))
+    if len(tasks) <= fit:
+        return tasks
+    work = [estimate_tir_flops(task.dispatched[0]) * task.weight for task in tasks]
+    chosen = sorted(range(len(tasks)), key=lambda i: (-work[i], i))[:fit]
+    return [tasks[i] for i in sorted(chosen)]
 
 
 def _pick(tasks, searched, database, folder, target, config, builder, cores, reporter) -> pick.PickResult:
