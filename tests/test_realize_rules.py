@@ -185,6 +185,70 @@ def test_add_of_two_quantized_tensors_is_exact():
     assert np.abs(got - np.clip(np.round(real / 0.06) + 128, 0, 255)).max() <= 1
 
 
+def residual(bb, xv, bv, wq, s_w, also_output=False, relu=False):
+    """conv(x) requantized, + b, requantized (then ReLU): a residual block's end; `also_output`: the conv's codes
+    are also a result of the function, so the add is not their only reader."""
+    conv = bb.emit(q(bb.emit(R.nn.conv2d(dq(xv, 0.02, 7), dq(const(wq, "int8"), s_w, np.zeros(len(s_w)), axis=0))),
+                     0.05, 120, "uint8"))
+    y = bb.emit(q(bb.emit(R.add(dq(conv, 0.05, 120), dq(bv, 0.04, 100))), 0.08, 128, "uint8"))
+    if relu:
+        y = bb.emit(q(bb.emit(R.nn.relu(dq(y, 0.08, 128))), 0.08, 128, "uint8"))
+    return relax.Tuple([y, conv]) if also_output else y
+
+
+def residual_case():
+    x = RNG.integers(0, 256, (1, 8, 6, 6)).astype(np.uint8)
+    b = RNG.integers(0, 256, (1, 8, 6, 6)).astype(np.uint8)
+    wq = RNG.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
+    s_w = RNG.uniform(0.001, 0.01, 8)
+    acc = conv_int(x.astype(np.int64) - 7, wq, 1, 0, 1, 0) * (np.float32(0.02) * s_w.astype(np.float32)).reshape(
+        1, 8, 1, 1).astype(np.float64)  # the conv's real value
+    return x, b, wq, s_w, acc, acc + (b.astype(np.float64) - 100) * np.float64(np.float32(0.04))
+
+
+def rounded_once(real, scale, zero_point):
+    """`real` rounded to the output's codes once (half up); None where float32 arithmetic may round it either way."""
+    steps = real / np.float64(np.float32(scale))
+    near_half = np.abs(steps - np.floor(steps) - 0.5) < 1e-3
+    return np.clip(np.floor(steps + 0.5) + zero_point, 0, 255), near_half
+
+
+def floors(mod) -> int:
+    return count_ops(mod)[2]["float"]["relax.floor"]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_an_anchor_read_only_by_a_residual_add_enters_it_unrounded_and_is_rounded_once(relu):
+    """The conv's codes are never formed: its accumulator, scaled, joins the add, and the sum is rounded once
+    (the kernel's epilogue does the add's work only); a ReLU after the add narrows the add's own saturation."""
+    x, b, wq, s_w, _, real = residual_case()
+    inputs = {"x": x, "b": b}
+    mod = realized(lambda bb, xv, bv: residual(bb, xv, bv, wq, s_w, relu=relu), inputs)
+    ops = count_ops(mod)[2]
+    assert floors(mod) == 1 and "relax.clip" not in ops["integer"], ops
+    got = realize_and_run(lambda bb, xv, bv: residual(bb, xv, bv, wq, s_w, relu=relu), inputs)
+    expected, ambiguous = rounded_once(np.maximum(real, 0) if relu else real, 0.08, 128)
+    np.testing.assert_array_equal(got[~ambiguous], expected[~ambiguous])
+    assert np.abs(got - expected).max() <= 1
+
+
+def test_an_anchor_whose_codes_are_read_elsewhere_too_is_rounded_before_the_add():
+    x, b, wq, s_w, conv, _ = residual_case()
+    build = lambda bb, xv, bv: residual(bb, xv, bv, wq, s_w, also_output=True)  # noqa: E731
+    assert floors(realized(build, {"x": x, "b": b})) == 2
+    bb = relax.BlockBuilder()
+    params = [relax.Var(n, relax.TensorType(v.shape, "uint8")) for n, v in (("x", x), ("b", b))]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *params))
+        bb.emit_func_output(out)
+    vm = relax.VirtualMachine(tvm.compile(Realize()(bb.get()), target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    y, codes = (t.numpy() for t in vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(b)))
+    np.testing.assert_array_equal(y, rescaled([codes, b], [0.05, 0.04], [120, 100], 0.08, 128, 0, 255))
+    expected, ambiguous = rounded_once(conv, 0.05, 120)
+    np.testing.assert_array_equal(codes[~ambiguous], expected[~ambiguous])
+
+
 def test_concat_requantizes_only_inputs_whose_scale_differs():
     a = RNG.integers(0, 256, (1, 2, 3, 3)).astype(np.uint8)
     b = RNG.integers(0, 256, (1, 3, 3, 3)).astype(np.uint8)

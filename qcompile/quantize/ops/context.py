@@ -55,6 +55,17 @@ class Affine:
         return None
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Unrounded:
+    """An anchor's requantized codes before their rounding: round(real · multiplier) + the zero point, saturated.
+    A rescale that alone reads those codes (a residual add, a batch norm no conv absorbs) reads real · multiplier
+    instead, so the value is rounded once, where it is stored: rounding twice adds up to half a step of error,
+    and the first rounding and saturation cost the fused kernel's epilogue as much as the add itself."""
+
+    real: relax.Expr  # the int32 accumulator in float32
+    multiplier: np.ndarray  # per channel, broadcast against it
+
+
 @dataclasses.dataclass(frozen=True)
 class QInput:
     """A quantized operand: its integers (a Relax expression), their parameters, and the values if constant."""
@@ -75,7 +86,9 @@ class RealizeContext:
     def __init__(self, builder, lookup_binding=None):
         self.builder = builder
         self._lookup_binding = lookup_binding or (lambda var: None)
-        self._derived: dict = {}  # emitted lookup → its Table, emitted rescale → its Affine
+        self._derived: dict = {}  # emitted lookup → its Table, rescale → its Affine, requantize → Unrounded
+        self._read_once: set = set()  # codes that a single operation reads
+        self._rescales: dict = {}  # emitted rescale → (its clamp, a function re-emitting it with another clamp)
 
     def producer(self, expr):
         """The value `expr` is bound to, through aliases (or `expr` itself where it is no bound variable)."""
@@ -91,6 +104,13 @@ class RealizeContext:
         found = self._derived.get(self._canonical(expr))
         return found if isinstance(found, kind) else None
 
+    def read_once(self, expr) -> None:
+        """Declare that one operation alone reads the codes `expr` (so a rescale may read them unrounded)."""
+        self._read_once.add(self._canonical(expr))
+
+    def _unrounded(self, x: QInput) -> Unrounded | None:
+        return self._recorded(x.q, Unrounded) if self._canonical(x.q) in self._read_once else None
+
     def table(self, x: QInput) -> Table:
         """`x`'s codes as a table of the codes they were looked up from (the identity table if they were not)."""
         found = self._recorded(x.q, Table)
@@ -105,6 +125,7 @@ class RealizeContext:
         """`affine` requantized to `out`: one multiply-add of its source's codes, one rounding."""
         result = self.rescale_sum([affine.source], out, clamp, factors=[affine.factor], constant=affine.constant)
         self._derived[result] = affine
+        self._rescales[result] = clamp, lambda narrowed: self.rescale(affine, out, narrowed)
         return result
 
     def lookup(self, source: Table, real: np.ndarray, out: QuantParams, clamp=None):
@@ -161,22 +182,35 @@ class RealizeContext:
         multiplier = multiplier.reshape(shape) if shape is not None else multiplier.reshape(1)
         real = self.emit(R.astype(acc, "float32"))
         scaled = self.emit(R.multiply(real, self.const(multiplier, "float32")))
-        return self._round_and_saturate(scaled, 0.0, out, clamp)
+        result = self._round_and_saturate(scaled, 0.0, out, clamp)
+        if _clamp_bounds(out, clamp) == (out.qmin, out.qmax):  # no fused ReLU/Clip to keep
+            self._derived[result] = Unrounded(real, multiplier.astype(np.float64))
+        return result
 
     def rescale_sum(self, inputs: list[QInput], out: QuantParams, clamp, factors=None, constant=0.0):
         """Σ f_i s_i (q_i - z_i) + constant requantized to `out` as round(Σ m_i q_i + offset) + z_out,
         m_i = f_i s_i / s_out, in float32 with a single rounding; the inputs' zero points and the real `constant`
         fold into one offset. A factor f_i (default 1) and the constant may be arrays that broadcast against the
-        inputs (a per-channel scale and shift: batch norm that no conv absorbs)."""
+        inputs (a per-channel scale and shift: batch norm that no conv absorbs). The first input that is an
+        anchor's requantized output read by this rescale alone enters unrounded (`Unrounded`), and the rescale
+        becomes that anchor's epilogue; only one, as a kernel has one anchor: a second would be stored in float32."""
         factors = [1.0] * len(inputs) if factors is None else factors
         total = None
         offset = np.asarray(constant, np.float64) / np.float64(out.scale)
+        fused = next((i for i in inputs if self._unrounded(i) is not None), None)
         for i, factor in zip(inputs, factors):
             m = np.asarray(factor, np.float64) * np.float64(i.params.scale) / np.float64(out.scale)
-            term = R.multiply(R.astype(i.q, "float32"), self.const(m.reshape(m.shape or (1,)), "float32"))
+            if i is fused:  # q_i - z_i is real · multiplier before its rounding
+                unrounded = self._unrounded(i)
+                m, source = m * unrounded.multiplier, unrounded.real
+            else:
+                source = R.astype(i.q, "float32")
+                offset = offset - m * float(i.params.zero_point)
+            term = R.multiply(source, self.const(m.reshape(m.shape or (1,)), "float32"))
             total = term if total is None else R.add(total, term)
-            offset = offset - m * float(i.params.zero_point)
-        return self._round_and_saturate(self.emit(total), offset, out, clamp)
+        result = self._round_and_saturate(self.emit(total), offset, out, clamp)
+        self._rescales[result] = clamp, lambda narrowed: self.rescale_sum(inputs, out, narrowed, factors, constant)
+        return result
 
     def rescale_product(self, a: QInput, b: QInput, out: QuantParams, clamp):
         """s_a (q_a - z_a) · s_b (q_b - z_b) requantized to `out`: the centred codes' product is exact in float32
@@ -190,10 +224,17 @@ class RealizeContext:
 
     def clamp(self, x: QInput, clamp):
         """`x` narrowed to `clamp` (real bounds) on its codes; a lookup's table is narrowed instead, so that the
-        chain stays one lookup."""
+        chain stays one lookup, and a rescale that this clamp alone reads (a residual add's ReLU) saturates to
+        the narrowed bounds itself."""
         table = self._recorded(x.q, Table)
         if table is not None:
             return self.lookup(table, table.real(x.params), x.params, clamp)
+        rescale = self._rescales.get(self._canonical(x.q))
+        if rescale is not None and self._canonical(x.q) in self._read_once:
+            own, emit = rescale
+            if own is not None:
+                clamp = (max(own[0], clamp[0]), min(own[1], clamp[1]))
+            return emit(clamp)
         lo, hi = _clamp_bounds(x.params, clamp)
         return self.emit(R.clip(x.q, lo, hi))
 

@@ -12,7 +12,7 @@ from tvm.relax import PyExprMutator, expr_functor
 from .. import ops
 from ..ops import QInput, RealizeContext, Role
 from ..qparams import QuantParams
-from ...ir import bias_of, bound_value, clamp_of, constant_value, op_name, rewrite_main
+from ...ir import bias_of, bound_value, clamp_of, constant_value, op_name, readers, rewrite_main
 
 
 class _Matcher(PyExprMutator):
@@ -52,8 +52,31 @@ def params_of(call, dtype) -> QuantParams | None:
     return QuantParams(scale.astype(np.float32), zero_point.astype(np.int32), str(dtype), axis if scale.ndim else -1)
 
 
+def _read_once(func) -> set:
+    """The quantize bindings whose codes one operation alone reads, through one dequantize."""
+    found = readers(func)
+    bound = {b.value: b.var for block in func.body.blocks for b in block.bindings}
+    once = set()
+    for block in func.body.blocks:
+        for b in block.bindings:
+            users = found.get(b.var, [])
+            if (op_name(b.value) == "relax.quantize" and len(users) == 1 and op_name(users[0]) == "relax.dequantize"
+                    and len(found.get(bound.get(users[0]), [])) == 1):
+                once.add(b.var)
+    return once
+
+
 @expr_functor.mutator
 class _RealizeQuantized(_Matcher):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.once = _read_once(mod["main"])
+
+    def visit_var_binding_(self, binding):
+        super().visit_var_binding_(binding)
+        if binding.var in self.once:
+            self.ctx.read_once(self.visit_expr(binding.var))  # the variable that now holds the codes
+
     def visit_call_(self, op):
         call = super().visit_call_(op)
         if op_name(call) != "relax.quantize":
